@@ -1,0 +1,61 @@
+"""``flask --app wsgi portal …``: demo, create-staff, tick."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+from flask.cli import AppGroup
+
+from portal.services.errors import ServiceError
+
+portal_cli = AppGroup("portal", help="Portal administration.")
+
+
+@portal_cli.command("demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing (and say so) when the database already has users.")
+def demo(if_empty: bool) -> None:
+    """Load the demo business, its staff and clients."""
+    from portal.services import demo as demo_service
+
+    if if_empty and not demo_service.database_is_empty():
+        click.echo("Database already has data; demo not loaded.")
+        return
+    try:
+        logins = demo_service.load_demo()
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo("Demo business loaded.")
+    for role, (email, password) in logins.items():
+        click.echo(f"  {role:<7} {email} / {password}")
+
+
+@portal_cli.command("create-staff")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["owner", "staff"]), default="staff", show_default=True)
+@click.option("--name", default="", help="Display name.")
+@click.password_option("--password", prompt="Password", help="Prompted for when not given.")
+def create_staff(email: str, role: str, name: str, password: str) -> None:
+    """Create a staff user who signs in at /staff/login."""
+    from portal.services.auth import create_staff as create
+
+    try:
+        user = create(email, password, role=role, name=name)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"Created {user.role} {user.email}.")
+
+
+@portal_cli.command("tick")
+@click.option("--at", "at", default=None, help="Run as of this ISO 8601 time (default: now). Naive = UTC.")
+def tick(at: str | None) -> None:
+    """Find due work (as of --at) and enqueue it."""
+    from portal.services.scheduler import run_tick
+
+    moment = None
+    if at:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError as exc:
+            raise click.BadParameter(f"not an ISO 8601 time: {at!r}", param_hint="--at") from exc
+    result = run_tick(moment)
+    click.echo("tick: " + ", ".join(f"{name}={count}" for name, count in result.items()))

@@ -1,0 +1,7 @@
+from portal.jobs import job
+from portal.services.scheduler import run_tick
+
+
+@job
+def tick() -> dict[str, int]:
+    return run_tick()

@@ -1,0 +1,38 @@
+"""The business this deployment bills for: one row."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal import clock
+from portal.extensions import db
+from portal.models.types import UTCDateTime
+
+
+class Business(db.Model):
+    __tablename__ = "business"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    legal_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    website: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(Text)
+    tax_id: Mapped[str | None] = mapped_column(String(50))
+    brand_color: Mapped[str] = mapped_column(String(7), default="#3355cc")
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    logo_content_type: Mapped[str | None] = mapped_column(String(50))
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    locale: Mapped[str] = mapped_column(String(16), default="en_US")
+    invoice_number_format: Mapped[str] = mapped_column(String(64), default="INV-{year}-{seq:05d}")
+    payment_terms_days: Mapped[int] = mapped_column(default=30)
+    invoice_footer: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
+
+    @property
+    def has_logo(self) -> bool:
+        return bool(self.logo_content_type)

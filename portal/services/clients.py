@@ -1,0 +1,147 @@
+"""Clients and their contacts."""
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
+
+from portal.extensions import db
+from portal.models import Client, Contact
+from portal.services.errors import NotFound, ServiceError
+from portal.services.events import Actor, commit, record_event
+
+CLIENT_FIELDS = ("name", "kind", "email", "phone", "address", "tax_id", "currency", "notes")
+CONTACT_FIELDS = ("name", "email", "phone", "receives_invoices")
+
+
+def _snapshot(obj, fields) -> dict:
+    return {f: getattr(obj, f) for f in fields}
+
+
+def list_clients(search: str = "", page: int = 1, per_page: int = 25, include_archived: bool = False):
+    query = select(Client).options(selectinload(Client.contacts)).order_by(func.lower(Client.name), Client.id)
+    if not include_archived:
+        query = query.where(Client.archived_at.is_(None))
+    term = search.strip().lower()
+    if term:
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        like = f"%{escaped}%"
+        matching_contacts = select(Contact.client_id).where(
+            or_(func.lower(Contact.email).like(like, escape="\\"), func.lower(Contact.name).like(like, escape="\\"))
+        )
+        query = query.where(
+            or_(
+                func.lower(Client.name).like(like, escape="\\"),
+                func.lower(Client.email).like(like, escape="\\"),
+                Client.id.in_(matching_contacts),
+            )
+        )
+    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+
+
+def get_client(client_id: int) -> Client:
+    client = db.session.get(Client, client_id)
+    if client is None:
+        raise NotFound("No such client.")
+    return client
+
+
+def get_contact(client_id: int, contact_id: int) -> Contact:
+    """A contact, only through its own client (a foreign id is not found)."""
+    contact = db.session.get(Contact, contact_id)
+    if contact is None or contact.client_id != client_id:
+        raise NotFound("No such contact.")
+    return contact
+
+
+def _clean(values: dict, fields) -> dict:
+    out = {}
+    for key in fields:
+        if key in values:
+            value = values[key]
+            out[key] = value.strip() if isinstance(value, str) else value
+            if out[key] == "" and key not in ("name",):
+                out[key] = None
+    if out.get("email"):
+        out["email"] = out["email"].lower()
+    return out
+
+
+def create_client(values: dict, contacts: list[dict], actor: Actor) -> Client:
+    client = Client(**_clean(values, CLIENT_FIELDS))
+    for contact_values in contacts:
+        client.contacts.append(Contact(**_clean(contact_values, CONTACT_FIELDS)))
+    db.session.add(client)
+    db.session.flush()
+    record_event("client.created", "client", client.id, actor, after=_snapshot(client, CLIENT_FIELDS))
+    for contact in client.contacts:
+        record_event("contact.created", "contact", contact.id, actor,
+                     after=_snapshot(contact, CONTACT_FIELDS), data={"client_id": client.id})
+    commit()
+    return client
+
+
+def update_client(client: Client, values: dict, actor: Actor) -> Client:
+    before = _snapshot(client, CLIENT_FIELDS)
+    for key, value in _clean(values, CLIENT_FIELDS).items():
+        setattr(client, key, value)
+    after = _snapshot(client, CLIENT_FIELDS)
+    changed = [k for k in CLIENT_FIELDS if before[k] != after[k]]
+    if changed:
+        record_event("client.updated", "client", client.id, actor,
+                     before={k: before[k] for k in changed}, after={k: after[k] for k in changed})
+    commit()
+    return client
+
+
+def add_contact(client: Client, values: dict, actor: Actor) -> Contact:
+    contact = Contact(client_id=client.id, **_clean(values, CONTACT_FIELDS))
+    db.session.add(contact)
+    db.session.flush()
+    record_event("contact.created", "contact", contact.id, actor,
+                 after=_snapshot(contact, CONTACT_FIELDS), data={"client_id": client.id})
+    commit()
+    return contact
+
+
+def update_contact(contact: Contact, values: dict, actor: Actor) -> Contact:
+    before = _snapshot(contact, CONTACT_FIELDS)
+    cleaned = _clean(values, CONTACT_FIELDS)
+    if contact.portal_access and cleaned.get("email") and cleaned["email"] != contact.email:
+        from portal.services.auth import _find_portal_contact
+
+        other = _find_portal_contact(cleaned["email"])
+        if other is not None and other.id != contact.id:
+            raise ServiceError("Another contact already signs in to the portal with this email.", field="email")
+    for key, value in cleaned.items():
+        setattr(contact, key, value)
+    after = _snapshot(contact, CONTACT_FIELDS)
+    changed = [k for k in CONTACT_FIELDS if before[k] != after[k]]
+    if changed:
+        record_event("contact.updated", "contact", contact.id, actor,
+                     before={k: before[k] for k in changed}, after={k: after[k] for k in changed},
+                     data={"client_id": contact.client_id})
+    commit()
+    return contact
+
+
+def remove_contact(contact: Contact, actor: Actor) -> None:
+    client = contact.client
+    if len(client.contacts) <= 1:
+        raise ServiceError("A client needs at least one contact.")
+    record_event("contact.removed", "contact", contact.id, actor,
+                 before=_snapshot(contact, CONTACT_FIELDS), data={"client_id": client.id})
+    db.session.delete(contact)
+    commit()
+
+
+def client_timeline(client: Client, limit: int = 50):
+    from portal.models import Event
+
+    contact_ids = [c.id for c in client.contacts]
+    query = select(Event).where(
+        or_(
+            (Event.subject_type == "client") & (Event.subject_id == client.id),
+            (Event.subject_type == "contact") & (Event.subject_id.in_(contact_ids)) if contact_ids else False,
+        )
+    ).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
+    return db.session.scalars(query).all()

@@ -1,0 +1,91 @@
+"""The demo business that ``make run`` loads into an empty database."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import Client, Contact, StaffUser
+from portal.services.errors import ServiceError
+from portal.services.events import SYSTEM, commit, record_event
+from portal.services.passwords import hash_password
+from portal.services.settings import get_business
+
+OWNER = ("owner@demo.test", "demo-owner-pass")
+STAFF = ("staff@demo.test", "demo-staff-pass")
+CLIENT = ("ana@acme.test", "demo-client-pass")
+
+LOGO_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" width="160" height="48" viewBox="0 0 160 48">
+<rect x="0" y="4" width="40" height="40" rx="9" fill="#0f766e"/>
+<path d="M10 34 L20 14 L30 34 Z" fill="#ffffff"/>
+<text x="48" y="32" font-family="Helvetica, Arial, sans-serif" font-size="20" font-weight="700" fill="#134e4a">Tidewater</text>
+</svg>"""
+
+CLIENTS = [
+    {
+        "client": {"name": "Acme Robotics Ltd", "kind": "company", "email": "accounts@acme.test",
+                   "address": "12 Foundry Lane\nManchester M1 2AB\nUnited Kingdom", "tax_id": "GB123456789"},
+        "contacts": [
+            {"name": "Ana Ribeiro", "email": CLIENT[0], "receives_invoices": True},
+            {"name": "Tom Hale", "email": "tom@acme.test", "receives_invoices": False},
+        ],
+    },
+    {
+        "client": {"name": "Bluebird Coffee Co.", "kind": "company", "email": "hello@bluebird.test",
+                   "address": "88 Harbour Street\nPortland, OR 97204\nUSA"},
+        "contacts": [{"name": "Jamie Park", "email": "jamie@bluebird.test", "receives_invoices": True}],
+    },
+    {
+        "client": {"name": "Dr. Mara Okafor", "kind": "person", "email": "mara@okafor.test"},
+        "contacts": [{"name": "Mara Okafor", "email": "mara@okafor.test", "receives_invoices": True}],
+    },
+    {
+        "client": {"name": "Northwind Architects", "kind": "company", "email": "finance@northwind.test",
+                   "address": "Rua Augusta 100\n1100-053 Lisboa\nPortugal", "tax_id": "PT500100200"},
+        "contacts": [
+            {"name": "Rui Costa", "email": "rui@northwind.test", "receives_invoices": True},
+            {"name": "Inês Lopes", "email": "ines@northwind.test", "receives_invoices": True},
+        ],
+    },
+]
+
+
+def database_is_empty() -> bool:
+    return not db.session.scalar(select(func.count()).select_from(StaffUser))
+
+
+def load_demo() -> dict[str, tuple[str, str]]:
+    """Load the demo business. Refuses if staff users already exist."""
+    if not database_is_empty():
+        raise ServiceError("The database already has staff users; the demo loads only into an empty one.")
+    business = get_business()
+    business.name = "Tidewater Studio"
+    business.legal_name = "Tidewater Studio Lda."
+    business.email = "billing@tidewater.test"
+    business.phone = "+351 21 000 0000"
+    business.website = "https://tidewater.test"
+    business.address = "Rua do Ouro 24\n1100-063 Lisboa\nPortugal"
+    business.brand_color = "#0f766e"
+    business.logo, business.logo_content_type = LOGO_SVG, "image/svg+xml"
+    business.currency = "EUR"
+    business.timezone = "Europe/Lisbon"
+    business.locale = "en_IE"
+    business.payment_terms_days = 14
+    business.invoice_footer = "Thank you for your business. Bank transfer: IBAN PT50 0000 0000 0000 0000 0000 0."
+
+    db.session.add(StaffUser(email=OWNER[0], name="Olivia Owner", role="owner",
+                             password_hash=hash_password(OWNER[1])))
+    db.session.add(StaffUser(email=STAFF[0], name="Sam Staff", role="staff",
+                             password_hash=hash_password(STAFF[1])))
+    for spec in CLIENTS:
+        client = Client(**spec["client"])
+        for contact_spec in spec["contacts"]:
+            contact = Contact(**contact_spec)
+            if contact.email == CLIENT[0]:
+                contact.portal_access = True
+                contact.password_hash = hash_password(CLIENT[1])
+            client.contacts.append(contact)
+        db.session.add(client)
+    db.session.flush()
+    record_event("demo.loaded", "business", business.id, SYSTEM)
+    commit()
+    return {"owner": OWNER, "staff": STAFF, "client": CLIENT}

@@ -1,0 +1,113 @@
+"""Recording what happened, and what must go out because of it.
+
+``record_event`` and ``queue_email`` only add rows to the current session: the
+caller's commit writes them together with the change itself. ``commit()``
+commits and then hands new deliveries to RQ; if Redis is down they wait for
+the tick's sweep.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import render_template
+
+from portal import clock
+from portal.extensions import db
+from portal.models import Delivery, Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str  # staff, contact, guest, system
+    id: int | None = None
+    label: str | None = None
+
+    @classmethod
+    def of(cls, principal) -> "Actor":
+        if principal is None or not getattr(principal, "is_authenticated", False):
+            return SYSTEM
+        return cls(principal.kind, principal.id, principal.email)
+
+
+SYSTEM = Actor("system", None, "system")
+
+
+def record_event(
+    type: str,
+    subject_type: str,
+    subject_id: int | None,
+    actor: Actor = SYSTEM,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    event = Event(
+        type=type,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        actor_kind=actor.kind,
+        actor_id=actor.id,
+        actor_label=actor.label,
+        before=before,
+        after=after,
+        data=data,
+        occurred_at=clock.now(),
+    )
+    db.session.add(event)
+    return event
+
+
+def queue_email(
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    event: Event | None = None,
+    subject_type: str | None = None,
+    subject_id: int | None = None,
+) -> Delivery:
+    """Render ``emails/<template>.{subject,html,txt}`` now and keep the result.
+
+    The delivery log then shows exactly what was sent, and the job that sends
+    it needs no templates or request context.
+    """
+    subject = render_template(f"emails/{template}.subject.txt", **context).strip()
+    html = render_template(f"emails/{template}.html", **context)
+    text = render_template(f"emails/{template}.txt", **context)
+    delivery = Delivery(
+        kind="email",
+        template=template,
+        recipient=to,
+        subject=subject,
+        payload={"to": [to], "subject": subject, "html": html, "text": text},
+        status="pending",
+        next_attempt_at=clock.now(),
+        created_at=clock.now(),
+        subject_type=subject_type,
+        subject_id=subject_id,
+    )
+    if event is not None:
+        if event.id is None:
+            db.session.flush([event])
+        delivery.event_id = event.id
+    db.session.add(delivery)
+    db.session.info.setdefault("portal_new_deliveries", []).append(delivery)
+    return delivery
+
+
+def commit() -> None:
+    """Commit the unit of work, then hand its new deliveries to the queue."""
+    new = db.session.info.pop("portal_new_deliveries", [])
+    db.session.commit()
+    if new:
+        from portal.services.deliveries import enqueue
+
+        enqueue([d.id for d in new])
+
+
+def rollback() -> None:
+    db.session.info.pop("portal_new_deliveries", None)
+    db.session.rollback()

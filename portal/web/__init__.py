@@ -1,0 +1,132 @@
+"""The only code that reads ``request``: blueprints, security headers, errors."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from babel.dates import format_datetime
+from flask import Flask, current_app, g, jsonify, render_template, request, session
+from flask_login import current_user, logout_user
+from flask_wtf.csrf import CSRFError
+
+from portal import clock
+from portal.extensions import login_manager
+from portal.services.auth import load_principal
+from portal.services.settings import get_business, readable_text_color
+
+STRIPE_SCRIPT = "https://js.stripe.com"
+STRIPE_FRAMES = "https://js.stripe.com https://hooks.stripe.com"
+STRIPE_API = "https://api.stripe.com"
+
+
+def init_app(app: Flask) -> None:
+    from portal.web.auth import bp as auth_bp
+    from portal.web.client import bp as client_bp
+    from portal.web.public import bp as public_bp
+    from portal.web.staff import bp as staff_bp
+
+    app.register_blueprint(public_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(staff_bp, url_prefix="/staff")
+    app.register_blueprint(client_bp, url_prefix="/portal")
+
+    login_manager.user_loader(load_principal)
+    login_manager.session_protection = "basic"
+    login_manager.login_view = "auth.staff_login"
+    login_manager.login_message = None
+
+    app.before_request(_idle_timeout)
+    app.after_request(_security_headers)
+    app.register_error_handler(CSRFError, _csrf_error)
+    for code in (403, 404, 405, 429, 500):
+        app.register_error_handler(code, _error_page)
+
+    app.jinja_env.filters["datetime"] = _format_datetime
+    app.jinja_env.globals["business"] = _business_for_templates
+    app.jinja_env.globals["readable_text_color"] = readable_text_color
+
+
+def _business_for_templates():
+    if "business" not in g:
+        g.business = get_business()
+    return g.business
+
+
+def _format_datetime(value: datetime | None, fmt: str = "medium") -> str:
+    if value is None:
+        return ""
+    business = _business_for_templates()
+    return format_datetime(value, fmt, tzinfo=business.timezone, locale=business.locale)
+
+
+def _idle_timeout():
+    """Sessions end after IDLE_TIMEOUT without a request (checked server-side)."""
+    if request.endpoint == "static" or not current_user.is_authenticated:
+        return None
+    now = int(clock.now().timestamp())
+    last_seen = session.get("seen")
+    limit = int(current_app.config["IDLE_TIMEOUT"].total_seconds())
+    if last_seen is not None and now - int(last_seen) > limit:
+        logout_user()
+        session.clear()
+        g.session_expired = True
+        return None
+    session["seen"] = now
+    session.permanent = True
+    return None
+
+
+def _security_headers(response):
+    response.vary.add("HX-Request")
+    headers = response.headers
+    frame_ancestors = "'self'" if getattr(g, "allow_same_origin_frame", False) else "'none'"
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; "
+        f"script-src 'self' {STRIPE_SCRIPT}; "
+        f"frame-src 'self' {STRIPE_FRAMES}; "
+        f"connect-src 'self' {STRIPE_API}; "
+        "img-src 'self' data:; style-src 'self'; font-src 'self'; object-src 'none'; "
+        f"base-uri 'self'; form-action 'self'; frame-ancestors {frame_ancestors}",
+    )
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "SAMEORIGIN" if frame_ancestors == "'self'" else "DENY")
+    headers.setdefault(
+        "Referrer-Policy", "no-referrer" if getattr(g, "token_page", False) else "strict-origin-when-cross-origin"
+    )
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(self)")
+    if current_app.config.get("PRODUCTION"):
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if current_user.is_authenticated or getattr(g, "token_page", False):
+        headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or (
+        request.accept_mimetypes.best == "application/json" and not request.htmx
+    )
+
+
+def _csrf_error(error: CSRFError):
+    message = "Your form expired or was sent from somewhere else. Reload the page and try again."
+    if _wants_json():
+        return jsonify(error="csrf_failed", message=message), 400
+    return render_template("errors/error.html", code=400, title="Form expired", message=message), 400
+
+
+MESSAGES = {
+    403: ("Not allowed", "You don't have access to this page."),
+    404: ("Not found", "There's nothing here. Check the link, or go back."),
+    405: ("Not allowed", "This page can't be used that way."),
+    429: ("Too many attempts", "Too many attempts. Wait a minute, then try again."),
+    500: ("Something went wrong", "Something went wrong on our side. Nothing was changed; try again."),
+}
+
+
+def _error_page(error):
+    code = getattr(error, "code", 500) or 500
+    title, message = MESSAGES.get(code, ("Error", str(error)))
+    if _wants_json():
+        return jsonify(error=title.lower().replace(" ", "_"), message=message), code
+    return render_template("errors/error.html", code=code, title=title, message=message), code

@@ -1,0 +1,84 @@
+"""Forms shared by the blueprints (Flask-WTF: CSRF on every one)."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Email, EqualTo, Length, NumberRange, Optional, Regexp
+
+from portal.services.passwords import MIN_LENGTH
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+
+
+class SetPasswordForm(FlaskForm):
+    password = PasswordField(
+        "New password",
+        validators=[DataRequired(), Length(min=MIN_LENGTH, max=256, message=f"Use at least {MIN_LENGTH} characters.")],
+    )
+    confirm = PasswordField(
+        "Repeat the password", validators=[DataRequired(), EqualTo("password", message="The passwords don't match.")]
+    )
+
+
+class ClientForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(message="Enter the client's name."), Length(max=200)])
+    kind = SelectField("Type", choices=[("company", "Company"), ("person", "Person")], default="company")
+    email = EmailField("Billing email", validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
+    phone = StringField("Phone", validators=[Optional(), Length(max=50)])
+    address = TextAreaField("Address", validators=[Optional(), Length(max=1000)])
+    tax_id = StringField("Tax ID", validators=[Optional(), Length(max=50)])
+    currency = StringField(
+        "Currency", validators=[Optional(), Regexp(r"^[A-Za-z]{3}$", message="Use a three-letter code, like EUR.")],
+        description="Leave empty to use the business's currency.",
+    )
+    notes = TextAreaField("Internal notes", validators=[Optional(), Length(max=5000)])
+
+
+class ContactForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(message="Enter the contact's name."), Length(max=200)])
+    email = EmailField("Email", validators=[DataRequired(message="Enter an email address."),
+                                            Email(check_deliverability=False), Length(max=254)])
+    phone = StringField("Phone", validators=[Optional(), Length(max=50)])
+    receives_invoices = BooleanField("Receives invoices", default=True)
+
+
+class NewClientForm(ClientForm):
+    contact_name = StringField("Contact name", validators=[DataRequired(message="Enter a contact's name."),
+                                                           Length(max=200)])
+    contact_email = EmailField("Contact email", validators=[DataRequired(message="Enter the contact's email."),
+                                                            Email(check_deliverability=False), Length(max=254)])
+    contact_receives_invoices = BooleanField("Receives invoices", default=True)
+
+
+class SettingsForm(FlaskForm):
+    name = StringField("Business name", validators=[DataRequired(message="Enter the business name."),
+                                                    Length(max=200)])
+    legal_name = StringField("Legal name", validators=[Optional(), Length(max=200)])
+    email = EmailField("Billing email", validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
+    phone = StringField("Phone", validators=[Optional(), Length(max=50)])
+    website = StringField("Website", validators=[Optional(), Length(max=200)])
+    address = TextAreaField("Address", validators=[Optional(), Length(max=1000)])
+    tax_id = StringField("Tax ID", validators=[Optional(), Length(max=50)])
+    brand_color = StringField("Brand colour", validators=[DataRequired(), Regexp(r"^#[0-9a-fA-F]{6}$",
+                                                          message="Use a colour like #3355cc.")])
+    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
+    timezone = StringField("Timezone", validators=[DataRequired(), Length(max=64)])
+    locale = StringField("Locale", validators=[DataRequired(), Length(max=16)])
+    invoice_number_format = StringField("Invoice number format", validators=[DataRequired(), Length(max=64)])
+    payment_terms_days = IntegerField("Payment terms (days)", validators=[
+        DataRequired(message="Enter a number of days."), NumberRange(min=0, max=365)])
+    invoice_footer = TextAreaField("Invoice footer", validators=[Optional(), Length(max=2000)])
+    logo = FileField("Logo", description="PNG, JPEG, GIF, WebP or SVG, up to 512 KB.")
+    remove_logo = BooleanField("Remove the logo")
+
+
+class PortalLinkForm(FlaskForm):
+    send = BooleanField("Email it to the contact", default=False)

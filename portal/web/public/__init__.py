@@ -1,0 +1,56 @@
+"""Pages anyone may reach: the front door, health, the brand stylesheet and logo."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, jsonify, render_template
+
+from portal.services import health
+from portal.services.settings import get_business, readable_text_color
+
+bp = Blueprint("public", __name__)
+
+
+@bp.get("/")
+def index():
+    return render_template("public/index.html")
+
+
+@bp.get("/healthz")
+def healthz():
+    status = health.check()
+    down = [name for name, state in status.items() if state != "ok"]
+    body = {"status": "ok" if not down else "unavailable", "checks": status}
+    if down:
+        body["unreachable"] = down
+    return jsonify(body), (503 if down else 200)
+
+
+@bp.get("/branding.css")
+def branding_css():
+    business = get_business()
+    colour = business.brand_color
+    text = readable_text_color(colour)
+    css = (
+        ":root{"
+        f"--brand:{colour};--brand-text:{text};"
+        f"--pico-primary:{colour};--pico-primary-background:{colour};--pico-primary-border:{colour};"
+        f"--pico-primary-hover:color-mix(in srgb,{colour} 85%,black);"
+        f"--pico-primary-hover-background:color-mix(in srgb,{colour} 85%,black);"
+        f"--pico-primary-inverse:{text};"
+        f"--pico-primary-focus:color-mix(in srgb,{colour} 35%,transparent);"
+        "}"
+    )
+    response = Response(css, mimetype="text/css")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.get("/branding/logo")
+def logo():
+    business = get_business()
+    if not business.has_logo:
+        abort(404)
+    response = Response(business.logo, mimetype=business.logo_content_type)
+    # An uploaded SVG is an image, never a document that runs scripts.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+    response.headers["Cache-Control"] = "no-cache"
+    return response

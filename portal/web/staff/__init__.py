@@ -1,0 +1,9 @@
+"""The staff portal (/staff/…)."""
+from flask import Blueprint
+
+from portal.web.guards import require_staff
+
+bp = Blueprint("staff", __name__)
+bp.before_request(require_staff)
+
+from portal.web.staff import clients, dashboard, emails, settings  # noqa: E402,F401

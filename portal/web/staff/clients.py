@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from flask import abort, flash, redirect, request, url_for
+from flask_login import current_user
+
+from portal.services import auth as auth_service
+from portal.services import clients as client_service
+from portal.services.errors import NotFound, ServiceError
+from portal.services.events import Actor
+from portal.web.forms import ClientForm, ContactForm, NewClientForm, PortalLinkForm
+from portal.web.rendering import render
+from portal.web.staff import bp
+
+
+def _actor() -> Actor:
+    return Actor.of(current_user)
+
+
+def _client_or_404(client_id: int):
+    try:
+        return client_service.get_client(client_id)
+    except NotFound:
+        abort(404)
+
+
+def _contact_or_404(client_id: int, contact_id: int):
+    try:
+        return client_service.get_contact(client_id, contact_id)
+    except NotFound:
+        abort(404)
+
+
+def _client_values(form: ClientForm) -> dict:
+    values = {name: getattr(form, name).data for name in client_service.CLIENT_FIELDS}
+    if values.get("currency"):
+        values["currency"] = values["currency"].upper()
+    return values
+
+
+def _contact_values(form: ContactForm) -> dict:
+    return {name: getattr(form, name).data for name in client_service.CONTACT_FIELDS}
+
+
+@bp.get("/clients")
+def clients():
+    search = request.args.get("q", "")
+    page = request.args.get("page", 1, type=int)
+    result = client_service.list_clients(search=search, page=max(page, 1))
+    return render("staff/clients.html", block="client_rows", clients=result, q=search)
+
+
+@bp.route("/clients/new", methods=["GET", "POST"])
+def client_new():
+    form = NewClientForm()
+    if form.validate_on_submit():
+        client = client_service.create_client(
+            _client_values(form),
+            [{"name": form.contact_name.data, "email": form.contact_email.data,
+              "receives_invoices": form.contact_receives_invoices.data}],
+            _actor(),
+        )
+        flash(f"Client {client.name} added.", "success")
+        return redirect(url_for("staff.client_detail", client_id=client.id))
+    status = 422 if request.method == "POST" else 200
+    return render("staff/client_form.html", form=form, client=None), status
+
+
+@bp.get("/clients/<int:client_id>")
+def client_detail(client_id: int):
+    client = _client_or_404(client_id)
+    return render("staff/client_detail.html", client=client, timeline=client_service.client_timeline(client),
+                  link_form=PortalLinkForm(), portal_link=None)
+
+
+@bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])
+def client_edit(client_id: int):
+    client = _client_or_404(client_id)
+    form = ClientForm(obj=client)
+    if form.validate_on_submit():
+        client_service.update_client(client, _client_values(form), _actor())
+        flash("Client saved.", "success")
+        return redirect(url_for("staff.client_detail", client_id=client.id))
+    status = 422 if request.method == "POST" else 200
+    return render("staff/client_form.html", form=form, client=client), status
+
+
+@bp.route("/clients/<int:client_id>/contacts/new", methods=["GET", "POST"])
+def contact_new(client_id: int):
+    client = _client_or_404(client_id)
+    form = ContactForm()
+    if form.validate_on_submit():
+        client_service.add_contact(client, _contact_values(form), _actor())
+        flash("Contact added.", "success")
+        return redirect(url_for("staff.client_detail", client_id=client.id))
+    status = 422 if request.method == "POST" else 200
+    return render("staff/contact_form.html", form=form, client=client, contact=None), status
+
+
+@bp.route("/clients/<int:client_id>/contacts/<int:contact_id>/edit", methods=["GET", "POST"])
+def contact_edit(client_id: int, contact_id: int):
+    client = _client_or_404(client_id)
+    contact = _contact_or_404(client_id, contact_id)
+    form = ContactForm(obj=contact)
+    if form.validate_on_submit():
+        try:
+            client_service.update_contact(contact, _contact_values(form), _actor())
+        except ServiceError as exc:
+            form.email.errors = [exc.message]
+        else:
+            flash("Contact saved.", "success")
+            return redirect(url_for("staff.client_detail", client_id=client.id))
+    status = 422 if request.method == "POST" else 200
+    return render("staff/contact_form.html", form=form, client=client, contact=contact), status
+
+
+@bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/delete")
+def contact_delete(client_id: int, contact_id: int):
+    contact = _contact_or_404(client_id, contact_id)
+    try:
+        client_service.remove_contact(contact, _actor())
+        flash("Contact removed.", "success")
+    except ServiceError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("staff.client_detail", client_id=client_id))
+
+
+@bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/invite")
+def contact_invite(client_id: int, contact_id: int):
+    contact = _contact_or_404(client_id, contact_id)
+    try:
+        auth_service.invite_contact(contact, _actor())
+        flash(f"Invitation sent to {contact.email}.", "success")
+    except ServiceError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("staff.client_detail", client_id=client_id))
+
+
+@bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/portal-link")
+def contact_portal_link(client_id: int, contact_id: int):
+    client = _client_or_404(client_id)
+    contact = _contact_or_404(client_id, contact_id)
+    form = PortalLinkForm()
+    link = None
+    if form.validate_on_submit():
+        try:
+            link = auth_service.create_portal_link(contact, _actor(), send=form.send.data)
+        except ServiceError as exc:
+            flash(exc.message, "error")
+            return redirect(url_for("staff.client_detail", client_id=client_id))
+    return render("staff/client_detail.html", block="portal_link", client=client,
+                  timeline=client_service.client_timeline(client), link_form=PortalLinkForm(formdata=None),
+                  portal_link={"contact": contact, "url": link, "sent": bool(form.send.data)})
+
+
+@bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/revoke")
+def contact_revoke(client_id: int, contact_id: int):
+    contact = _contact_or_404(client_id, contact_id)
+    auth_service.revoke_portal_access(contact, _actor())
+    flash(f"{contact.name} can no longer sign in to the portal.", "success")
+    return redirect(url_for("staff.client_detail", client_id=client_id))

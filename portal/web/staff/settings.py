@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from flask import flash, redirect, request, url_for
+from flask_login import current_user
+
+from portal.services import settings as settings_service
+from portal.services.errors import ServiceError
+from portal.services.events import Actor
+from portal.web.forms import SettingsForm
+from portal.web.guards import require_owner
+from portal.web.rendering import render
+from portal.web.staff import bp
+
+FIELDS = settings_service.EDITABLE
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+def settings():
+    business = settings_service.get_business()
+    form = SettingsForm(obj=business)
+    if request.method == "POST":
+        require_owner()
+        if form.validate_on_submit():
+            upload = form.logo.data
+            logo = None
+            if upload and upload.filename:
+                logo = (upload.read(settings_service.LOGO_MAX_BYTES + 1), upload.mimetype)
+            values = {name: getattr(form, name).data for name in FIELDS}
+            values["currency"] = (values.get("currency") or "").upper()
+            try:
+                settings_service.update_business(values, Actor.of(current_user), logo=logo,
+                                                 remove_logo=form.remove_logo.data)
+            except ServiceError as exc:
+                for field, message in getattr(exc, "errors", {}).items():
+                    getattr(form, field).errors = [message]
+            else:
+                flash("Settings saved.", "success")
+                return redirect(url_for("staff.settings"))
+        return render("staff/settings.html", form=form, business=business), 422
+    return render("staff/settings.html", form=form, business=business)
