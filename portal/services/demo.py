@@ -10,9 +10,9 @@ from portal.services.events import SYSTEM, commit, record_event
 from portal.services.passwords import hash_password
 from portal.services.settings import get_business
 
-OWNER = ("owner@demo.test", "demo-owner-pass")
-STAFF = ("staff@demo.test", "demo-staff-pass")
-CLIENT = ("ana@acme.test", "demo-client-pass")
+OWNER = ("owner@demo.example", "demo-owner-pass")
+STAFF = ("staff@demo.example", "demo-staff-pass")
+CLIENT = ("ana@acme.example", "demo-client-pass")
 
 LOGO_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" width="160" height="48" viewBox="0 0 160 48">
 <rect x="0" y="4" width="40" height="40" rx="9" fill="#0f766e"/>
@@ -22,28 +22,28 @@ LOGO_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" width="160" height="48" v
 
 CLIENTS = [
     {
-        "client": {"name": "Acme Robotics Ltd", "kind": "company", "email": "accounts@acme.test",
+        "client": {"name": "Acme Robotics Ltd", "kind": "company", "email": "accounts@acme.example",
                    "address": "12 Foundry Lane\nManchester M1 2AB\nUnited Kingdom", "tax_id": "GB123456789"},
         "contacts": [
             {"name": "Ana Ribeiro", "email": CLIENT[0], "receives_invoices": True},
-            {"name": "Tom Hale", "email": "tom@acme.test", "receives_invoices": False},
+            {"name": "Tom Hale", "email": "tom@acme.example", "receives_invoices": False},
         ],
     },
     {
-        "client": {"name": "Bluebird Coffee Co.", "kind": "company", "email": "hello@bluebird.test",
+        "client": {"name": "Bluebird Coffee Co.", "kind": "company", "email": "hello@bluebird.example",
                    "address": "88 Harbour Street\nPortland, OR 97204\nUSA"},
-        "contacts": [{"name": "Jamie Park", "email": "jamie@bluebird.test", "receives_invoices": True}],
+        "contacts": [{"name": "Jamie Park", "email": "jamie@bluebird.example", "receives_invoices": True}],
     },
     {
-        "client": {"name": "Dr. Mara Okafor", "kind": "person", "email": "mara@okafor.test"},
-        "contacts": [{"name": "Mara Okafor", "email": "mara@okafor.test", "receives_invoices": True}],
+        "client": {"name": "Dr. Mara Okafor", "kind": "person", "email": "mara@okafor.example"},
+        "contacts": [{"name": "Mara Okafor", "email": "mara@okafor.example", "receives_invoices": True}],
     },
     {
-        "client": {"name": "Northwind Architects", "kind": "company", "email": "finance@northwind.test",
+        "client": {"name": "Northwind Architects", "kind": "company", "email": "finance@northwind.example",
                    "address": "Rua Augusta 100\n1100-053 Lisboa\nPortugal", "tax_id": "PT500100200"},
         "contacts": [
-            {"name": "Rui Costa", "email": "rui@northwind.test", "receives_invoices": True},
-            {"name": "Inês Lopes", "email": "ines@northwind.test", "receives_invoices": True},
+            {"name": "Rui Costa", "email": "rui@northwind.example", "receives_invoices": True},
+            {"name": "Inês Lopes", "email": "ines@northwind.example", "receives_invoices": True},
         ],
     },
 ]
@@ -60,9 +60,9 @@ def load_demo() -> dict[str, tuple[str, str]]:
     business = get_business()
     business.name = "Tidewater Studio"
     business.legal_name = "Tidewater Studio Lda."
-    business.email = "billing@tidewater.test"
+    business.email = "billing@tidewater.example"
     business.phone = "+351 21 000 0000"
-    business.website = "https://tidewater.test"
+    business.website = "https://tidewater.example"
     business.address = "Rua do Ouro 24\n1100-063 Lisboa\nPortugal"
     business.brand_color = "#0f766e"
     business.logo, business.logo_content_type = LOGO_SVG, "image/svg+xml"
