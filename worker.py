@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from rq import Worker
 
 from portal import create_app
+from portal.config import ConfigError
 from portal.queues import redis_connection
 
 
@@ -22,7 +24,10 @@ def main() -> None:
     parser.add_argument("--burst", action="store_true", help="Exit when the queues are empty.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as error:
+        sys.exit(f"portal: {error}")
     with app.app_context():
         queues = args.queues or app.config["RQ_QUEUES"]
         worker = Worker(queues, connection=redis_connection())

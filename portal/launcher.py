@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     port = os.environ.get("PORT", "5000")
     host = os.environ.get("HOST", "127.0.0.1")
-    settings = config_module.from_environment()
+    try:
+        settings = config_module.from_environment()
+    except config_module.ConfigError as error:
+        print(f"portal: {error}", file=sys.stderr)
+        return 2
     redis_process = None
     env = dict(os.environ)
     if settings["EMBEDDED_REDIS"]:

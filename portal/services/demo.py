@@ -14,10 +14,10 @@ OWNER = ("owner@demo.example", "demo-owner-pass")
 STAFF = ("staff@demo.example", "demo-staff-pass")
 CLIENT = ("ana@acme.example", "demo-client-pass")
 
-LOGO_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" width="160" height="48" viewBox="0 0 160 48">
-<rect x="0" y="4" width="40" height="40" rx="9" fill="#0f766e"/>
-<path d="M10 34 L20 14 L30 34 Z" fill="#ffffff"/>
-<text x="48" y="32" font-family="Helvetica, Arial, sans-serif" font-size="20" font-weight="700" fill="#134e4a">Tidewater</text>
+LOGO_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" width="48" height="48" viewBox="0 0 48 48">
+<rect x="0" y="0" width="48" height="48" rx="11" fill="#0f766e"/>
+<path d="M8 30 q8 -8 16 0 t16 0 v6 q-8 -8 -16 0 t-16 0 z" fill="#ffffff"/>
+<path d="M8 20 q8 -8 16 0 t16 0 v5 q-8 -8 -16 0 t-16 0 z" fill="#99f6e4"/>
 </svg>"""
 
 CLIENTS = [

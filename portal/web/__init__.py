@@ -41,12 +41,17 @@ def init_app(app: Flask) -> None:
         app.register_error_handler(code, _error_page)
 
     app.jinja_env.filters["datetime"] = _format_datetime
+    app.jinja_env.filters["event_label"] = _event_label
     app.jinja_env.globals["business"] = _business_for_templates
     app.jinja_env.globals["readable_text_color"] = readable_text_color
 
 
 def _business_for_templates():
-    if "business" not in g:
+    # g lives as long as the app context; in a long-lived one (a SimpleWorker's,
+    # a test's) the session may have been removed since, detaching the cached row.
+    from sqlalchemy import inspect as sa_inspect
+
+    if "business" not in g or sa_inspect(g.business).detached:
         g.business = get_business()
     return g.business
 
@@ -56,6 +61,11 @@ def _format_datetime(value: datetime | None, fmt: str = "medium") -> str:
         return ""
     business = _business_for_templates()
     return format_datetime(value, fmt, tzinfo=business.timezone, locale=business.locale)
+
+
+def _event_label(event_type: str) -> str:
+    """``contact.portal_link_created`` → ``Contact portal link created``."""
+    return event_type.replace(".", " ").replace("_", " ").capitalize()
 
 
 def _idle_timeout():

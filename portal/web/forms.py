@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import (BooleanField, EmailField, IntegerField, PasswordField, SelectChoice, SelectField, StringField,
+                     TextAreaField)
 from wtforms.validators import DataRequired, Email, EqualTo, Length, NumberRange, Optional, Regexp
 
 from portal.services.passwords import MIN_LENGTH
@@ -30,7 +31,7 @@ class SetPasswordForm(FlaskForm):
 
 class ClientForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(message="Enter the client's name."), Length(max=200)])
-    kind = SelectField("Type", choices=[("company", "Company"), ("person", "Person")], default="company")
+    kind = SelectField("Type", choices=[SelectChoice("company", "Company"), SelectChoice("person", "Person")], default="company")
     email = EmailField("Billing email", validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
     phone = StringField("Phone", validators=[Optional(), Length(max=50)])
     address = TextAreaField("Address", validators=[Optional(), Length(max=1000)])

@@ -1,7 +1,7 @@
 """Pages anyone may reach: the front door, health, the brand stylesheet and logo."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, jsonify, render_template
+from flask import Blueprint, Response, abort, jsonify, redirect, render_template, url_for
 
 from portal.services import health
 from portal.services.settings import get_business, readable_text_color
@@ -29,8 +29,9 @@ def branding_css():
     business = get_business()
     colour = business.brand_color
     text = readable_text_color(colour)
+    # Pico sets its colours on this selector; repeating it (later) overrides them.
     css = (
-        ":root{"
+        ":root:not([data-theme=dark]),[data-theme=light]{"
         f"--brand:{colour};--brand-text:{text};"
         f"--pico-primary:{colour};--pico-primary-background:{colour};--pico-primary-border:{colour};"
         f"--pico-primary-hover:color-mix(in srgb,{colour} 85%,black);"
@@ -54,3 +55,8 @@ def logo():
     response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    return redirect(url_for("static", filename="favicon.svg"), code=301)

@@ -36,5 +36,5 @@ def settings():
             else:
                 flash("Settings saved.", "success")
                 return redirect(url_for("staff.settings"))
-        return render("staff/settings.html", form=form, business=business), 422
-    return render("staff/settings.html", form=form, business=business)
+        return render("staff/settings.html", form=form), 422
+    return render("staff/settings.html", form=form)
