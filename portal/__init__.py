@@ -53,6 +53,13 @@ def create_app(overrides: dict | None = None) -> Flask:
 
         ensure_redis(config_module.embedded_redis_socket(instance))
 
+    proxies = int(app.config.get("PORTAL_TRUSTED_PROXIES") or 0)
+    if proxies:
+        # Behind a reverse proxy: take the client address (rate limits) and scheme from it.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+
     from portal import models  # noqa: F401 - register tables before migrate/db use
     from portal.extensions import csrf, db, htmx, limiter, login_manager, mail, migrate
 

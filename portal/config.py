@@ -100,6 +100,8 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
         "EMBEDDED_REDIS": embedded_redis,
         "PORTAL_INSTANCE_PATH": str(instance),
         "PORTAL_BASE_URL": env.get("PORTAL_BASE_URL", "").rstrip("/") or None,
+        # How many reverse proxies sit in front (X-Forwarded-For/-Proto are trusted that deep).
+        "PORTAL_TRUSTED_PROXIES": int(env.get("PORTAL_TRUSTED_PROXIES", "0") or 0),
         # Sessions: HttpOnly, SameSite=Lax, Secure in production, server-checked idle timeout.
         "SESSION_COOKIE_NAME": "portal_session",
         "SESSION_COOKIE_HTTPONLY": True,

@@ -137,7 +137,7 @@ def test_bad_new_client_rerenders_with_field_error_and_creates_nothing(staff_cli
         assert 'value="Nia Lewis"' in body
     assert count(Client) == 0
     assert count(Contact) == 0
-    assert count(Event) == 0
+    assert [e.type for e in events() if e.subject_type in ("client", "contact")] == []
 
 
 # Editing -------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_staff_edits_client(staff_client, make):
     [updated] = events("client.updated")
     assert updated.before["name"] == "Acme Ltd" and updated.after["name"] == "Acme Holdings"
     assert updated.actor_kind == "staff" and updated.actor_label == "staff@portal.example"
-    assert "client.updated" in activity(body)
+    assert "Client updated" in activity(body)
 
 
 def test_bad_client_edit_changes_nothing(staff_client, make):
@@ -217,9 +217,9 @@ def test_add_edit_and_remove_contacts(staff_client, make):
         assert [c.id for c in s.get(Client, client.id).contacts] == [added_id]
 
     timeline = activity(body)
-    for kind in ("client.created", "contact.created", "contact.updated", "contact.removed"):
+    for kind in ("Client created", "Contact created", "Contact updated", "Contact removed"):
         assert kind in timeline, f"{kind} missing from the client's Activity"
-    types = [e.type for e in events()]
+    types = [e.type for e in events() if e.subject_type in ("client", "contact")]
     assert types == ["client.created", "contact.created", "contact.created", "contact.updated",
                      "contact.removed"]
     removed = events("contact.removed")[0]
@@ -331,7 +331,7 @@ def test_list_pages_past_25_clients(staff_client, make):
     first = text_of(staff_client.get("/staff/clients"))
     assert "Page 1 of 2" in first
     assert "Client 01" in first and "Client 25" in first and "Client 26" not in first
-    assert 'href="/staff/clients?page=2"' in first
+    assert re.search(r'href="/staff/clients\?(q=&amp;)?page=2">Next', first)
 
     second = text_of(staff_client.get("/staff/clients?page=2"))
     assert "Page 2 of 2" in second

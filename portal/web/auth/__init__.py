@@ -6,7 +6,7 @@ is known.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, redirect, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from portal.extensions import limiter
@@ -63,6 +63,8 @@ def _login(kind: str):
 
 
 def _logout(kind: str):
+    if current_user.is_authenticated and getattr(current_user, "kind", None) != kind:
+        abort(403)  # one kind's sign-out is no door for the other kind
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
