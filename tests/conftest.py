@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from tests.support.servers import PostgresServer, RedisServer, SmtpServer
@@ -84,6 +85,20 @@ def instance_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("instance")
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose every request gets a fresh app context.
+
+    The ``app`` fixture keeps an app context pushed for the whole test, and
+    Flask would reuse it for each request, so ``g`` (the signed-in user, the
+    CSRF token) and the DB session would leak from one request, or one
+    client, into the next. In production every request has its own.
+    """
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 def make_app(database_url: str, redis_url: str, instance: Path, **overrides):
     from portal import create_app
 
@@ -100,7 +115,9 @@ def make_app(database_url: str, redis_url: str, instance: Path, **overrides):
         "MAIL_DEFAULT_SENDER": "billing@portal.example",
     }
     settings.update(overrides)
-    return create_app(settings)
+    app = create_app(settings)
+    app.test_client_class = IsolatedClient
+    return app
 
 
 @pytest.fixture(scope="session")

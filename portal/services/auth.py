@@ -94,6 +94,7 @@ def request_password_reset(kind: str, email: str) -> None:
         event=event,
         subject_type=kind,
         subject_id=principal.id,
+        redact=[raw],
     )
     commit()
 
@@ -168,6 +169,7 @@ def invite_contact(contact: Contact, actor: Actor) -> str:
         event=event,
         subject_type="contact",
         subject_id=contact.id,
+        redact=[raw],
     )
     commit()
     return link
@@ -208,6 +210,7 @@ def create_portal_link(contact: Contact, actor: Actor, send: bool) -> str:
             event=event,
             subject_type="contact",
             subject_id=contact.id,
+            redact=[raw],
         )
     commit()
     return link

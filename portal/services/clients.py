@@ -138,10 +138,16 @@ def client_timeline(client: Client, limit: int = 50):
     from portal.models import Event
 
     contact_ids = [c.id for c in client.contacts]
+    # Contacts since removed still belong in the history: every contact the
+    # services created for this client has a contact.created event naming it.
+    ever_created = select(Event.subject_id).where(
+        Event.type == "contact.created", Event.data["client_id"].as_integer() == client.id
+    )
     query = select(Event).where(
         or_(
             (Event.subject_type == "client") & (Event.subject_id == client.id),
             (Event.subject_type == "contact") & (Event.subject_id.in_(contact_ids)) if contact_ids else False,
+            (Event.subject_type == "contact") & (Event.subject_id.in_(ever_created)),
         )
     ).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
     return db.session.scalars(query).all()

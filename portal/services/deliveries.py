@@ -148,12 +148,30 @@ def deliver(delivery_id: int) -> str:
         return delivery.status
 
     delivery.attempts += 1
+    delivery.payload = _redacted(delivery.payload)
     delivery.status = "sent"
     delivery.sent_at = clock.now()
     delivery.claimed_at = None
     delivery.last_error = None
     db.session.commit()
     return delivery.status
+
+
+REDACTED = "[secret removed after sending]"
+
+
+def _redacted(payload: dict) -> dict:
+    secrets = payload.get("redact") or []
+    if not secrets:
+        return payload
+    clean = dict(payload)
+    for key in ("subject", "html", "text"):
+        value = clean.get(key) or ""
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        clean[key] = value
+    clean["redact"] = []
+    return clean
 
 
 def _send_email(delivery: Delivery) -> None:

@@ -68,11 +68,14 @@ def queue_email(
     event: Event | None = None,
     subject_type: str | None = None,
     subject_id: int | None = None,
+    redact: list[str] | None = None,
 ) -> Delivery:
     """Render ``emails/<template>.{subject,html,txt}`` now and keep the result.
 
     The delivery log then shows exactly what was sent, and the job that sends
-    it needs no templates or request context.
+    it needs no templates or request context. Strings in ``redact`` (raw
+    sign-in or reset tokens) are removed from the stored copy once the
+    message has gone out through SMTP, so the log does not keep live secrets.
     """
     subject = render_template(f"emails/{template}.subject.txt", **context).strip()
     html = render_template(f"emails/{template}.html", **context)
@@ -82,7 +85,7 @@ def queue_email(
         template=template,
         recipient=to,
         subject=subject,
-        payload={"to": [to], "subject": subject, "html": html, "text": text},
+        payload={"to": [to], "subject": subject, "html": html, "text": text, "redact": list(redact or [])},
         status="pending",
         next_attempt_at=clock.now(),
         created_at=clock.now(),

@@ -13,13 +13,29 @@ from portal.models import Business
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
 
-LOGO_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml"}
+# Uploads are raster images, recognised by their first bytes (not by what the
+# browser claims): an uploaded SVG could carry scripts.
+LOGO_SIGNATURES = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+}
 LOGO_MAX_BYTES = 512 * 1024
 EDITABLE = (
     "name", "legal_name", "email", "phone", "website", "address", "tax_id", "brand_color",
     "currency", "timezone", "locale", "invoice_number_format", "payment_terms_days", "invoice_footer",
 )
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image type ``data`` really is, or None."""
+    for content_type, signatures in LOGO_SIGNATURES.items():
+        if any(data.startswith(sig) for sig in signatures):
+            return content_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
 
 
 def get_business() -> Business:
@@ -69,11 +85,14 @@ def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None =
     values = {k: v for k, v in values.items() if k in EDITABLE}
     errors = validate(values)
     if logo is not None:
-        data, content_type = logo
-        if content_type not in LOGO_TYPES:
-            errors["logo"] = "Upload a PNG, JPEG, GIF, WebP or SVG image."
+        data, _claimed_type = logo
+        detected = sniff_image(data)
+        if detected is None:
+            errors["logo"] = "Upload a PNG, JPEG, GIF or WebP image."
         elif len(data) > LOGO_MAX_BYTES:
             errors["logo"] = "The logo must be smaller than 512 KB."
+        else:
+            logo = (data, detected)
     if errors:
         error = ServiceError("Some settings could not be saved.")
         error.errors = errors

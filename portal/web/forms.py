@@ -77,7 +77,7 @@ class SettingsForm(FlaskForm):
     payment_terms_days = IntegerField("Payment terms (days)", validators=[
         DataRequired(message="Enter a number of days."), NumberRange(min=0, max=365)])
     invoice_footer = TextAreaField("Invoice footer", validators=[Optional(), Length(max=2000)])
-    logo = FileField("Logo", description="PNG, JPEG, GIF, WebP or SVG, up to 512 KB.")
+    logo = FileField("Logo", description="PNG, JPEG, GIF or WebP, up to 512 KB.")
     remove_logo = BooleanField("Remove the logo")
 
 

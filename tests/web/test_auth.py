@@ -1,6 +1,6 @@
 """Signing in and out, keeping staff and client contacts apart, and sessions that end.
 
-Every request here runs in its own app context (see ``IsolatedClient``), as it
+Every request here runs in its own app context (see ``IsolatedClient`` in conftest.py), as it
 does in production, so nothing a request caches in ``flask.g`` (the signed-in
 user, the CSRF token) leaks into the next request or another browser.
 """
@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from portal import clock
@@ -22,20 +21,6 @@ SESSION_COOKIE = "portal_session"
 STAFF_AUTH_PAGES = {"auth.staff_login", "auth.staff_forgot", "auth.staff_reset"}
 PORTAL_AUTH_PAGES = {"auth.portal_login", "auth.portal_forgot", "auth.portal_reset", "auth.portal_invite",
                      "auth.portal_magic"}
-
-
-class IsolatedClient(FlaskClient):
-    """A test client whose every request gets a fresh app context (fresh ``g``, fresh DB session)."""
-
-    def open(self, *args, **kwargs):
-        with self.application.app_context():
-            return super().open(*args, **kwargs)
-
-
-@pytest.fixture
-def client(app):
-    app.test_client_class = IsolatedClient
-    return app.test_client()
 
 
 @pytest.fixture
@@ -169,8 +154,7 @@ def _fill(rule, ids: dict) -> str:
 
     values = {}
     for name in rule.arguments:
-        converter = rule._converters.get(name)
-        if type(converter).__name__ == "IntegerConverter":
+        if f"<int:{name}>" in rule.rule:
             values[name] = ids.get(name, 1)
         else:
             values[name] = "x" * 43

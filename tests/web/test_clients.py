@@ -1,36 +1,16 @@
 """Staff manage clients and their contacts through the staff pages."""
 from __future__ import annotations
 
-import contextvars
 import html
 import re
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.extensions import db
 from portal.models import Client, Contact, Event
 from tests.support.web import post_form
-
-
-
-class OwnContextClient(FlaskClient):
-    """Each request in its own app context, as in production.
-
-    The ``app`` fixture keeps an app context pushed for the whole test, and Flask
-    reuses it for test requests, so ``g`` (Flask-WTF's cached CSRF token,
-    Flask-Login's cached user) would leak from one request into the next.
-    """
-
-    def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-@pytest.fixture(autouse=True)
-def _own_context_per_request(app):
-    app.test_client_class = OwnContextClient
 
 
 NEW_CLIENT = {

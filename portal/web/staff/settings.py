@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, request, url_for
 from flask_login import current_user
+from werkzeug.datastructures import FileStorage
 
 from portal.services import settings as settings_service
 from portal.services.errors import ServiceError
@@ -23,7 +24,8 @@ def settings():
         if form.validate_on_submit():
             upload = form.logo.data
             logo = None
-            if upload and upload.filename:
+            # Without a new file the field keeps the stored logo's bytes (from obj=business).
+            if isinstance(upload, FileStorage) and upload.filename:
                 logo = (upload.read(settings_service.LOGO_MAX_BYTES + 1), upload.mimetype)
             values = {name: getattr(form, name).data for name in FIELDS}
             values["currency"] = (values.get("currency") or "").upper()
