@@ -124,7 +124,11 @@ def test_production_app_sends_secure_cookies_and_hsts(app, database_url, redis_s
     assert production.config["PRODUCTION"] is True
 
     response = production.test_client().get("/staff/login", base_url="https://billing.example")
-    assert response.status_code == 200
+    with production.app_context():
+        from portal.extensions import db
+
+        db.engine.dispose()
+    assert response.status_code == 200, response.get_data(as_text=True)
     cookies = response.headers.getlist("Set-Cookie")
     session_cookie = [c for c in cookies if c.startswith("portal_session=")]
     assert session_cookie, cookies

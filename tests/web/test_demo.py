@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
