@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import LargeBinary, String, Text
+from sqlalchemy import Boolean, LargeBinary, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import clock
@@ -30,9 +30,30 @@ class Business(db.Model):
     locale: Mapped[str] = mapped_column(String(16), default="en_US")
     invoice_number_format: Mapped[str] = mapped_column(String(64), default="INV-{year}-{seq:05d}")
     payment_terms_days: Mapped[int] = mapped_column(default=30)
+    invoice_next_number: Mapped[int] = mapped_column(default=1, server_default="1")
+    invoice_memo: Mapped[str | None] = mapped_column(Text)
     invoice_footer: Mapped[str | None] = mapped_column(Text)
+    # Notification toggles.
+    notify_invoice_ready: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    notify_payment_receipt: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    notify_staff_on_payment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     @property
     def has_logo(self) -> bool:
         return bool(self.logo_content_type)
+
+
+class EmailTemplate(db.Model):
+    """A staff-edited email (subject + body), rendered in a Jinja sandbox.
+
+    No row for a key means the built-in default is used.
+    """
+
+    __tablename__ = "email_template"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(40), unique=True)
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
