@@ -29,11 +29,6 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_email_template')),
     sa.UniqueConstraint('key', name=op.f('uq_email_template_key'))
     )
-    op.create_table('number_sequence',
-    sa.Column('name', sa.String(length=32), nullable=False),
-    sa.Column('next_value', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('name', name=op.f('pk_number_sequence'))
-    )
     op.create_table('tax_rate',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -237,6 +232,5 @@ def downgrade():
 
     op.drop_table('invoice')
     op.drop_table('tax_rate')
-    op.drop_table('number_sequence')
     op.drop_table('email_template')
     # ### end Alembic commands ###

@@ -1,12 +1,12 @@
 """SQLAlchemy tables, grouped by domain. No Stripe, no mail here."""
 from portal.models.catalogue import Charge, Service, TaxRate
 from portal.models.events import Delivery, Event
-from portal.models.invoices import Invoice, InvoiceLine, InvoiceToken, NumberSequence
+from portal.models.invoices import Invoice, InvoiceLine, InvoiceToken
 from portal.models.payments import Payment
 from portal.models.people import AuthToken, Client, Contact, StaffUser
 from portal.models.settings import Business, EmailTemplate
 
 __all__ = [
     "AuthToken", "Business", "Charge", "Client", "Contact", "Delivery", "EmailTemplate", "Event", "Invoice",
-    "InvoiceLine", "InvoiceToken", "NumberSequence", "Payment", "Service", "StaffUser", "TaxRate",
+    "InvoiceLine", "InvoiceToken", "Payment", "Service", "StaffUser", "TaxRate",
 ]

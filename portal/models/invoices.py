@@ -1,4 +1,4 @@
-"""Invoices, their lines, guest tokens, and the gapless number sequence.
+"""Invoices, their lines and guest tokens.
 
 Once an invoice leaves ``draft`` its money is frozen: the flush guard at the
 bottom refuses any change to a finalized invoice's amounts or lines, whoever
@@ -127,15 +127,6 @@ class InvoiceToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class NumberSequence(db.Model):
-    """The next invoice number. Locked (SELECT … FOR UPDATE) while a number is taken."""
-
-    __tablename__ = "number_sequence"
-
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    next_value: Mapped[int] = mapped_column(default=1)
 
 
 MONEY_FIELDS = (

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from portal import clock
-from portal.services import deliveries
+from portal.services import deliveries, invoices
 
 Step = Callable[[datetime], int]
 STEPS: list[tuple[str, Step]] = [
+    ("overdue", invoices.mark_overdue),
     ("deliveries", deliveries.sweep),
 ]
 

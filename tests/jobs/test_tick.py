@@ -37,12 +37,12 @@ def test_tick_at_a_future_time_runs_what_is_due_by_then(app, cli, run_worker, sm
     delivery_id = _retrying_email_due_at(due)
 
     # Now, and any moment before it is due: nothing to do.
-    assert tick(cli) == {"deliveries": 0}
-    assert tick(cli, due - timedelta(minutes=1)) == {"deliveries": 0}
+    assert tick(cli)["deliveries"] == 0
+    assert tick(cli, due - timedelta(minutes=1))["deliveries"] == 0
     assert _queued_jobs("emails") == []
 
     # As of its time, the tick hands it to the workers.
-    assert tick(cli, due) == {"deliveries": 1}
+    assert tick(cli, due)["deliveries"] == 1
     assert _queued_jobs("emails") == [f"delivery-{delivery_id}-attempt-2"]
     assert run_worker() == 1
     [message] = smtp_server.to(STAFF_EMAIL)
@@ -56,11 +56,11 @@ def test_tick_at_understands_offsets_and_naive_times_as_utc(app, cli):
     _retrying_email_due_at(due)
 
     # 13:30 in UTC+2 is 11:30 UTC: not yet.
-    assert tick(cli, "2031-05-01T13:30:00+02:00") == {"deliveries": 0}
+    assert tick(cli, "2031-05-01T13:30:00+02:00")["deliveries"] == 0
     # Naive means UTC: 11:59 is not yet either.
-    assert tick(cli, "2031-05-01T11:59:00") == {"deliveries": 0}
+    assert tick(cli, "2031-05-01T11:59:00")["deliveries"] == 0
     # 14:00:01 in UTC+2 is just past due.
-    assert tick(cli, "2031-05-01T14:00:01+02:00") == {"deliveries": 1}
+    assert tick(cli, "2031-05-01T14:00:01+02:00")["deliveries"] == 1
     assert the_delivery().enqueued_at == datetime(2031, 5, 1, 12, 0, 1, tzinfo=timezone.utc)
 
 
@@ -69,8 +69,8 @@ def test_tick_catches_up_on_the_whole_backlog_once(app, cli, run_worker, smtp_se
     for hours in (1, 2, 3):
         _retrying_email_due_at(start + timedelta(hours=hours), to=f"client{hours}@acme.example")
 
-    assert tick(cli, start + timedelta(hours=5)) == {"deliveries": 3}
-    assert tick(cli, start + timedelta(hours=5)) == {"deliveries": 0}
+    assert tick(cli, start + timedelta(hours=5))["deliveries"] == 3
+    assert tick(cli, start + timedelta(hours=5))["deliveries"] == 0
     assert run_worker() == 3
     assert sorted(m["X-Envelope-To"] for m in smtp_server.messages) == [
         "client1@acme.example", "client2@acme.example", "client3@acme.example"]
@@ -128,12 +128,12 @@ def test_tick_job_runs_through_a_real_worker_from_the_periodic_queue(app, run_wo
     assert run_worker() == 2
     job.refresh()
     assert job.is_finished
-    assert job.return_value() == {"deliveries": 1}
+    assert job.return_value()["deliveries"] == 1
     assert len(smtp_server.to(STAFF_EMAIL)) == 1
     assert the_delivery().status == "sent"
 
     again = queue(PERIODIC).enqueue("portal.jobs.scheduler.tick")
     assert run_worker() == 1
     again.refresh()
-    assert again.return_value() == {"deliveries": 0}
+    assert again.return_value()["deliveries"] == 0
     assert len(smtp_server.messages) == 1

@@ -1,0 +1,586 @@
+"""Invoices: drafts, totals, finalize & lock, send, void, replace, manual payments, overdue.
+
+Every function here owns its transaction (``commit()`` at the end) and writes
+an event in it. Money is computed only by ``billing.invoice_math``; state
+changes only through ``billing.states``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from portal import clock
+from portal.billing import states
+from portal.billing.invoice_math import Discount, Line, TaxRate as TaxRule, compute
+from portal.billing.money import MoneyError, to_minor, valid_currency
+from portal.extensions import db
+from portal.models import Business, Charge, Client, Invoice, InvoiceLine, InvoiceToken, Payment, Service, TaxRate
+from portal.models.payments import MANUAL_METHODS
+from portal.services.errors import NotFound, ServiceError
+from portal.services.events import Actor, commit, record_event
+from portal.services.settings import get_business
+
+MAX_LINES = 500
+
+
+class InvoiceInvalid(ServiceError):
+    """Bad input: ``errors`` maps a field (``memo``, ``lines-2-quantity``) to its message."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("Please correct the marked fields.")
+        self.errors = errors
+
+
+# Reading ---------------------------------------------------------------------
+
+def get_invoice(invoice_id: int, client_id: int | None = None) -> Invoice:
+    """An invoice; with ``client_id``, only that client's (anything else is not found)."""
+    invoice = db.session.get(Invoice, invoice_id, options=[selectinload(Invoice.lines)])
+    if invoice is None or (client_id is not None and invoice.client_id != client_id):
+        raise NotFound("No such invoice.")
+    return invoice
+
+
+# Parsing what a person typed --------------------------------------------------------
+
+@dataclass
+class DraftInput:
+    """A draft's header and lines as typed: strings, parsed here, never trusted."""
+
+    currency: str
+    due_date: str = ""
+    memo: str = ""
+    footer: str = ""
+    discount_kind: str = ""
+    discount_value: str = ""
+    lines: list[dict] | None = None
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(str(text).strip().replace(",", ""))
+    except InvalidOperation:
+        raise ValueError from None
+    if not value.is_finite():
+        raise ValueError
+    return value
+
+
+def parse_discount(kind: str, value: str, currency: str, field: str, errors: dict) -> Discount | None:
+    kind = (kind or "").strip()
+    value = (value or "").strip()
+    if not kind or not value:
+        return None
+    try:
+        if kind == "percent":
+            pct = _decimal(value)
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return Discount("percent", pct.quantize(Decimal("0.0001")))
+        if kind == "fixed":
+            amount = to_minor(value, currency)
+            if amount < 0:
+                raise ValueError
+            return Discount("fixed", amount)
+    except (ValueError, MoneyError):
+        errors[field] = "Use a percentage between 0 and 100." if kind == "percent" else "Use an amount like 25.00."
+        return None
+    errors[field] = "Choose percent or fixed."
+    return None
+
+
+@dataclass
+class ParsedLine:
+    description: str
+    quantity: Decimal
+    unit_price: int
+    discount: Discount | None
+    tax_rate: TaxRate | None
+    service_id: int | None
+    charge_id: int | None
+
+    def rule(self) -> Line:
+        tax = None
+        if self.tax_rate is not None:
+            tax = TaxRule(self.tax_rate.name, Decimal(self.tax_rate.percent), self.tax_rate.inclusive)
+        return Line(self.quantity, self.unit_price, self.discount, tax)
+
+
+def parse_draft(data: DraftInput) -> tuple[list[ParsedLine], Discount | None, date | None, dict[str, str]]:
+    errors: dict[str, str] = {}
+    currency = (data.currency or "").strip().upper()
+    if not valid_currency(currency):
+        errors["currency"] = "Use a three-letter currency code, like EUR."
+        currency = "USD"  # keep parsing the rest for its own errors
+    due: date | None = None
+    if (data.due_date or "").strip():
+        try:
+            due = date.fromisoformat(data.due_date.strip())
+        except ValueError:
+            errors["due_date"] = "Use a date like 2026-12-31."
+    discount = parse_discount(data.discount_kind, data.discount_value, currency, "discount_value", errors)
+    if len(data.memo or "") > 5000:
+        errors["memo"] = "Keep the memo under 5,000 characters."
+    if len(data.footer or "") > 2000:
+        errors["footer"] = "Keep the footer under 2,000 characters."
+
+    rates = {r.id: r for r in db.session.scalars(select(TaxRate))}
+    parsed: list[ParsedLine] = []
+    raw_lines = data.lines or []
+    if len(raw_lines) > MAX_LINES:
+        errors["lines"] = f"An invoice has at most {MAX_LINES} lines."
+        raw_lines = raw_lines[:MAX_LINES]
+    for i, raw in enumerate(raw_lines):
+        prefix = f"lines-{i}-"
+        description = (raw.get("description") or "").strip()
+        if not description:
+            errors[prefix + "description"] = "Describe the line."
+        elif len(description) > 500:
+            errors[prefix + "description"] = "Keep it under 500 characters."
+        quantity = Decimal(0)
+        try:
+            quantity = _decimal(raw.get("quantity") or "1")
+            if quantity <= 0 or quantity > Decimal("1000000"):
+                raise ValueError
+            if quantity != quantity.quantize(Decimal("0.001")):
+                raise ValueError
+        except ValueError:
+            errors[prefix + "quantity"] = "Use a positive number, up to 3 decimals."
+        unit_price = 0
+        try:
+            unit_price = to_minor(raw.get("unit_price") or "", currency)
+            if unit_price < 0:
+                raise ValueError
+        except (MoneyError, ValueError):
+            errors[prefix + "unit_price"] = "Use an amount like 120.00."
+        line_discount = parse_discount(raw.get("discount_kind"), raw.get("discount_value"), currency,
+                                       prefix + "discount_value", errors)
+        tax_rate = None
+        tax_id = str(raw.get("tax_rate_id") or "").strip()
+        if tax_id:
+            tax_rate = rates.get(int(tax_id)) if tax_id.isdigit() else None
+            if tax_rate is None:
+                errors[prefix + "tax_rate_id"] = "Choose a tax rate from the list."
+        service_id = raw.get("service_id")
+        charge_id = raw.get("charge_id")
+        parsed.append(ParsedLine(
+            description, quantity, unit_price, line_discount, tax_rate,
+            int(service_id) if str(service_id or "").isdigit() else None,
+            int(charge_id) if str(charge_id or "").isdigit() else None,
+        ))
+    return parsed, discount, due, errors
+
+
+def preview(data: DraftInput):
+    """Totals for what is typed, without saving: the editor's live recompute."""
+    lines, discount, _due, errors = parse_draft(data)
+    valid = [ln for i, ln in enumerate(lines) if not any(k.startswith(f"lines-{i}-") for k in errors)]
+    return compute([ln.rule() for ln in valid], discount), errors
+
+
+# Drafts ------------------------------------------------------------------------------
+
+def _defaults(client: Client, business: Business) -> dict:
+    return {
+        "currency": client.currency or business.currency,
+        "payment_terms_days": business.payment_terms_days,
+        "memo": business.invoice_memo,
+        "footer": business.invoice_footer,
+    }
+
+
+def create_draft(client: Client, actor: Actor, charge_ids: list[int] | None = None,
+                 all_open_charges: bool = False) -> Invoice:
+    """A new draft for a client, optionally holding some or all of its open charges."""
+    business = get_business()
+    invoice = Invoice(client_id=client.id, status=states.DRAFT, created_by_staff_id=actor.id
+                      if actor.kind == "staff" else None, **_defaults(client, business))
+    db.session.add(invoice)
+    db.session.flush()
+    if charge_ids or all_open_charges:
+        query = select(Charge).where(Charge.client_id == client.id, Charge.status == "open")
+        if not all_open_charges:
+            query = query.where(Charge.id.in_(charge_ids or []))
+        charges = db.session.scalars(query.order_by(Charge.id)).all()
+        if not charges:
+            raise ServiceError("There are no open charges to invoice.")
+        currencies = {c.currency for c in charges}
+        if len(currencies) > 1:
+            raise ServiceError("The selected charges are in different currencies; invoice them separately.")
+        invoice.currency = currencies.pop()
+        for position, charge in enumerate(charges):
+            invoice.lines.append(InvoiceLine(
+                position=position, description=charge.description, quantity=charge.quantity,
+                unit_price=charge.unit_price, service_id=charge.service_id, charge_id=charge.id,
+                **_tax_columns(charge.tax_rate),
+            ))
+            charge.status = "drafted"
+            charge.invoice_id = invoice.id
+    _recompute(invoice)
+    record_event("invoice.created", "invoice", invoice.id, actor,
+                 data={"client_id": client.id, "charges": [ln.charge_id for ln in invoice.lines if ln.charge_id]})
+    commit()
+    return invoice
+
+
+def _tax_columns(rate: TaxRate | None) -> dict:
+    if rate is None:
+        return {"tax_rate_id": None, "tax_name": None, "tax_percent": None, "tax_inclusive": False}
+    return {"tax_rate_id": rate.id, "tax_name": rate.name, "tax_percent": rate.percent,
+            "tax_inclusive": rate.inclusive}
+
+
+def _discount_columns(discount: Discount | None) -> dict:
+    if discount is None:
+        return {"discount_kind": None, "discount_percent": None, "discount_fixed": None}
+    if discount.kind == "percent":
+        return {"discount_kind": "percent", "discount_percent": discount.value, "discount_fixed": None}
+    return {"discount_kind": "fixed", "discount_percent": None, "discount_fixed": discount.value}
+
+
+def _discount_of(kind, percent, fixed) -> Discount | None:
+    if kind == "percent" and percent is not None:
+        return Discount("percent", Decimal(percent))
+    if kind == "fixed" and fixed is not None:
+        return Discount("fixed", int(fixed))
+    return None
+
+
+def line_rule(line: InvoiceLine) -> Line:
+    tax = None
+    if line.tax_percent is not None:
+        tax = TaxRule(line.tax_name or "Tax", Decimal(line.tax_percent), bool(line.tax_inclusive))
+    return Line(Decimal(line.quantity), int(line.unit_price),
+                _discount_of(line.discount_kind, line.discount_percent, line.discount_fixed), tax)
+
+
+def _recompute(invoice: Invoice) -> None:
+    totals = compute([line_rule(ln) for ln in invoice.lines],
+                     _discount_of(invoice.discount_kind, invoice.discount_percent, invoice.discount_fixed))
+    for line, result in zip(invoice.lines, totals.lines):
+        line.gross, line.discount_amount, line.net = result.gross, result.discount, result.net
+        line.tax_amount, line.total = result.tax, result.total
+    invoice.subtotal = totals.subtotal
+    invoice.discount_total = totals.discounts
+    invoice.tax_total = totals.taxes
+    invoice.included_tax_total = totals.included_taxes
+    invoice.total = totals.total
+    invoice.tax_breakdown = [
+        {"name": t.name, "percent": str(t.percent), "inclusive": t.inclusive, "base": t.base, "amount": t.amount}
+        for t in totals.tax_breakdown
+    ]
+    invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+
+
+def save_draft(invoice: Invoice, data: DraftInput, actor: Actor) -> Invoice:
+    """Replace a draft's header and lines. All-or-nothing: any bad field raises InvoiceInvalid."""
+    if not states.is_editable(invoice.status):
+        raise ServiceError("This invoice is finalized and can no longer be edited. Cancel it and issue a replacement.")
+    lines, discount, due, errors = parse_draft(data)
+    if errors:
+        raise InvoiceInvalid(errors)
+    invoice.currency = data.currency.strip().upper()
+    invoice.due_date = due
+    invoice.memo = (data.memo or "").strip() or None
+    invoice.footer = (data.footer or "").strip() or None
+    for key, value in _discount_columns(discount).items():
+        setattr(invoice, key, value)
+    kept_charges = {ln.charge_id for ln in lines if ln.charge_id}
+    for old in list(invoice.lines):
+        if old.charge_id and old.charge_id not in kept_charges:
+            _release_charge(old.charge_id)
+    invoice.lines.clear()
+    db.session.flush()
+    for position, parsed in enumerate(lines):
+        invoice.lines.append(InvoiceLine(
+            position=position, description=parsed.description, quantity=parsed.quantity,
+            unit_price=parsed.unit_price, service_id=parsed.service_id,
+            charge_id=parsed.charge_id if parsed.charge_id in kept_charges else None,
+            **_discount_columns(parsed.discount), **_tax_columns(parsed.tax_rate),
+        ))
+    _recompute(invoice)
+    record_event("invoice.draft_saved", "invoice", invoice.id, actor,
+                 data={"lines": len(lines), "total": invoice.total, "currency": invoice.currency})
+    commit()
+    return invoice
+
+
+def _release_charge(charge_id: int) -> None:
+    charge = db.session.get(Charge, charge_id)
+    if charge is not None and charge.status == "drafted":
+        charge.status = "open"
+        charge.invoice_id = None
+
+
+def delete_draft(invoice: Invoice, actor: Actor) -> None:
+    """Delete a draft; charges it held return to open."""
+    if invoice.status != states.DRAFT:
+        raise ServiceError("Only drafts can be deleted. Cancel a sent invoice instead.")
+    for line in invoice.lines:
+        if line.charge_id:
+            _release_charge(line.charge_id)
+    record_event("invoice.draft_deleted", "invoice", invoice.id, actor,
+                 before={"client_id": invoice.client_id, "total": invoice.total})
+    db.session.delete(invoice)
+    commit()
+
+
+# Finalize & lock ------------------------------------------------------------------------
+
+def _take_number() -> tuple[int, str]:
+    """The next number, gapless: an atomic UPDATE … RETURNING holds the business row's lock
+    until this transaction commits, so concurrent finalizations queue behind it."""
+    business = get_business()
+    new_next = db.session.execute(
+        update(Business).where(Business.id == business.id)
+        .values(invoice_next_number=Business.invoice_next_number + 1)
+        .returning(Business.invoice_next_number)
+    ).scalar_one()
+    db.session.refresh(business)
+    seq = new_next - 1
+    today = clock.today(business.timezone)
+    return seq, states.format_number(business.invoice_number_format, seq, today.year, today.month)
+
+
+def _snapshot_client(client: Client) -> dict:
+    return {
+        "name": client.name, "email": client.email, "address": client.address, "tax_id": client.tax_id,
+        "contacts": [{"name": c.name, "email": c.email} for c in client.contacts if c.receives_invoices],
+    }
+
+
+def _snapshot_business(business: Business) -> dict:
+    return {
+        "name": business.name, "legal_name": business.legal_name, "address": business.address,
+        "email": business.email, "phone": business.phone, "tax_id": business.tax_id,
+        "website": business.website,
+    }
+
+
+def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice:
+    """Number, freeze and lock a draft. After this, its money cannot change."""
+    if invoice.status != states.DRAFT:
+        raise ServiceError(f"This invoice is already {invoice.status_label.lower()}.")
+    if not invoice.lines:
+        raise ServiceError("Add at least one line before finalizing.")
+    if invoice.total < 0:
+        raise ServiceError("An invoice total cannot be negative; issue a credit note instead.")
+    business = get_business()
+    _recompute(invoice)
+    seq, number = _take_number()
+    today = clock.today(business.timezone)
+    invoice.sequence_number = seq
+    invoice.number = number
+    invoice.issue_date = today
+    if invoice.due_date is None:
+        invoice.due_date = today + timedelta(days=invoice.payment_terms_days or 0)
+    invoice.bill_to = _snapshot_client(invoice.client)
+    invoice.bill_from = _snapshot_business(business)
+    invoice.status = states.transition(invoice.status, "finalize")
+    invoice.finalized_at = clock.now()
+    for line in invoice.lines:
+        if line.charge_id:
+            charge = db.session.get(Charge, line.charge_id)
+            if charge is not None:
+                charge.status = "billed"
+                charge.invoice_id = invoice.id
+    record_event("invoice.finalized", "invoice", invoice.id, actor,
+                 before={"status": states.DRAFT}, after={"status": invoice.status, "number": number,
+                                                          "total": invoice.total, "currency": invoice.currency})
+    if commit_now:
+        commit()
+    return invoice
+
+
+# Guest tokens ------------------------------------------------------------------------------
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def issue_guest_token(invoice: Invoice) -> str:
+    """A new 256-bit link token for this invoice; only its hash is stored."""
+    if invoice.status == states.DRAFT:
+        raise ServiceError("Drafts have no payment link.")
+    raw = secrets.token_urlsafe(32)
+    db.session.add(InvoiceToken(invoice_id=invoice.id, token_hash=_hash(raw), created_at=clock.now()))
+    return raw
+
+
+def invoice_for_token(raw: str) -> Invoice | None:
+    """The finalized invoice this live token opens, recording the first view; else None."""
+    if not raw or len(raw) > 200:
+        return None
+    digest = _hash(raw)
+    token = db.session.scalar(select(InvoiceToken).where(InvoiceToken.token_hash == digest))
+    if token is None or not hmac.compare_digest(token.token_hash, digest) or token.revoked_at is not None:
+        return None
+    invoice = db.session.get(Invoice, token.invoice_id)
+    if invoice is None or invoice.status == states.DRAFT:
+        return None
+    if token.first_viewed_at is None:
+        token.first_viewed_at = clock.now()
+        record_event("invoice.viewed", "invoice", invoice.id, Actor("guest", None, "guest link"),
+                     data={"token_id": token.id})
+        commit()
+    return invoice
+
+
+def revoke_guest_tokens(invoice: Invoice, actor: Actor) -> int:
+    result = db.session.execute(
+        update(InvoiceToken).where(InvoiceToken.invoice_id == invoice.id, InvoiceToken.revoked_at.is_(None))
+        .values(revoked_at=clock.now())
+    )
+    record_event("invoice.links_revoked", "invoice", invoice.id, actor, data={"count": result.rowcount})
+    commit()
+    return result.rowcount
+
+
+# Void, replace -------------------------------------------------------------------------------
+
+def void(invoice: Invoice, actor: Actor, reason: str = "") -> Invoice:
+    before = invoice.status
+    try:
+        invoice.status = states.transition(invoice.status, "void")
+    except states.InvalidTransition as exc:
+        raise ServiceError(f"This invoice can't be cancelled: {exc}.") from None
+    invoice.voided_at = clock.now()
+    invoice.void_reason = (reason or "").strip()[:2000] or None
+    record_event("invoice.voided", "invoice", invoice.id, actor, before={"status": before},
+                 after={"status": invoice.status}, data={"reason": invoice.void_reason})
+    commit()
+    return invoice
+
+
+def replace(invoice: Invoice, actor: Actor) -> Invoice:
+    """A new draft copying this invoice's lines (for a void or open invoice)."""
+    if invoice.status not in (states.OPEN, states.OVERDUE, states.VOID, states.UNCOLLECTIBLE):
+        raise ServiceError("Only a sent or cancelled invoice can be replaced.")
+    draft = Invoice(
+        client_id=invoice.client_id, status=states.DRAFT, currency=invoice.currency,
+        payment_terms_days=invoice.payment_terms_days, memo=invoice.memo, footer=invoice.footer,
+        discount_kind=invoice.discount_kind, discount_percent=invoice.discount_percent,
+        discount_fixed=invoice.discount_fixed, replaces_invoice_id=invoice.id,
+        created_by_staff_id=actor.id if actor.kind == "staff" else None,
+    )
+    for line in invoice.lines:
+        draft.lines.append(InvoiceLine(
+            position=line.position, description=line.description, quantity=line.quantity,
+            unit_price=line.unit_price, service_id=line.service_id, discount_kind=line.discount_kind,
+            discount_percent=line.discount_percent, discount_fixed=line.discount_fixed,
+            tax_rate_id=line.tax_rate_id, tax_name=line.tax_name, tax_percent=line.tax_percent,
+            tax_inclusive=line.tax_inclusive,
+        ))
+    db.session.add(draft)
+    db.session.flush()
+    _recompute(draft)
+    record_event("invoice.replacement_drafted", "invoice", invoice.id, actor, data={"draft_id": draft.id})
+    record_event("invoice.created", "invoice", draft.id, actor, data={"replaces": invoice.id})
+    commit()
+    return draft
+
+
+# Payments recorded by staff --------------------------------------------------------------------
+
+def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
+                          reference: str, actor: Actor) -> Payment:
+    """Record money received outside the portal. Partial payments allowed; more than is due is refused."""
+    errors: dict[str, str] = {}
+    if invoice.status not in states.PAYABLE:
+        raise ServiceError(f"An invoice that is {invoice.status_label.lower()} takes no payments.")
+    amount = 0
+    try:
+        amount = to_minor(amount_text, invoice.currency)
+        if amount <= 0:
+            errors["amount"] = "Enter an amount above zero."
+        elif amount > invoice.amount_due:
+            errors["amount"] = "That is more than the amount due."
+    except MoneyError:
+        errors["amount"] = "Use an amount like 120.00."
+    if method not in MANUAL_METHODS:
+        errors["method"] = "Choose how it was paid."
+    try:
+        received = date.fromisoformat((received_on or "").strip()) if received_on else clock.today(
+            get_business().timezone)
+        if received > clock.today(get_business().timezone) + timedelta(days=1):
+            errors["received_on"] = "The date can't be in the future."
+    except ValueError:
+        errors["received_on"] = "Use a date like 2026-12-31."
+        received = None
+    if errors:
+        raise InvoiceInvalid(errors)
+    payment = Payment(
+        invoice_id=invoice.id, client_id=invoice.client_id, amount=amount, currency=invoice.currency,
+        method=method, status="succeeded", reference=(reference or "").strip()[:200] or None,
+        received_on=received, recorded_by_staff_id=actor.id if actor.kind == "staff" else None,
+        created_at=clock.now(),
+    )
+    db.session.add(payment)
+    db.session.flush()
+    apply_payment(invoice, amount, actor, payment)
+    commit()
+    return payment
+
+
+def apply_payment(invoice: Invoice, amount: int, actor: Actor, payment: Payment) -> None:
+    """Book a succeeded payment on the invoice; paid when nothing is due. Caller commits."""
+    invoice.amount_paid += amount
+    invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+    record_event("invoice.payment_recorded", "invoice", invoice.id, actor,
+                 data={"payment_id": payment.id, "amount": amount, "method": payment.method,
+                       "amount_due": invoice.amount_due})
+    if invoice.amount_due <= 0:
+        before = invoice.status
+        invoice.status = states.transition(invoice.status, "pay")
+        invoice.paid_at = clock.now()
+        record_event("invoice.paid", "invoice", invoice.id, actor, before={"status": before},
+                     after={"status": invoice.status})
+
+
+# The tick: overdue -----------------------------------------------------------------------------
+
+def mark_overdue(at: datetime) -> int:
+    """Open invoices past their due date become overdue, once each (``invoice.past_due``)."""
+    business = get_business()
+    today = clock.as_utc(at).astimezone(ZoneInfo(business.timezone)).date()
+    due = db.session.scalars(
+        select(Invoice).where(Invoice.status == states.OPEN, Invoice.due_date < today).order_by(Invoice.id)
+        .limit(5000)
+    ).all()
+    for invoice in due:
+        invoice.status = states.transition(invoice.status, "mark_overdue")
+        invoice.overdue_at = at
+        record_event("invoice.past_due", "invoice", invoice.id, Actor("system", None, "scheduler"),
+                     before={"status": states.OPEN}, after={"status": states.OVERDUE},
+                     data={"due_date": invoice.due_date.isoformat(), "amount_due": invoice.amount_due})
+    commit()
+    return len(due)
+
+
+def status_totals() -> dict[str, dict]:
+    """Count and sum of amount due per status, per currency (for the list's header)."""
+    rows = db.session.execute(
+        select(Invoice.status, Invoice.currency, func.count(), func.coalesce(func.sum(Invoice.amount_due), 0))
+        .group_by(Invoice.status, Invoice.currency)
+    ).all()
+    out: dict[str, dict] = {}
+    for status, currency, count, due in rows:
+        entry = out.setdefault(status, {"count": 0, "due": {}})
+        entry["count"] += count
+        entry["due"][currency] = int(due)
+    return out
+
+
+def services_catalogue(active_only: bool = True) -> list[Service]:
+    query = select(Service).order_by(func.lower(Service.name))
+    if active_only:
+        query = query.where(Service.active.is_(True))
+    return list(db.session.scalars(query))

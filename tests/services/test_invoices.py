@@ -1,0 +1,170 @@
+"""The invoice use cases, called as views and jobs call them."""
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from portal import clock
+from portal.extensions import db
+from portal.models import Charge, Event, Invoice, InvoiceLine, TaxRate
+from portal.models.invoices import FrozenInvoiceError
+from portal.services import invoices
+from portal.services.errors import ServiceError
+from portal.services.events import Actor, SYSTEM
+
+STAFF = Actor("staff", None, "staff@portal.example")
+
+
+@pytest.fixture
+def vat(app):
+    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
+    db.session.add(rate)
+    db.session.commit()
+    return rate
+
+
+@pytest.fixture
+def client_a(make):
+    make.business(name="Tidewater Studio", currency="EUR", timezone="Europe/Lisbon",
+                  invoice_number_format="INV-{year}-{seq:04d}", payment_terms_days=14)
+    return make.client(name="Acme Ltd")
+
+
+def draft_with_lines(client, vat, lines=None, **header):
+    draft = invoices.create_draft(client, STAFF)
+    data = invoices.DraftInput(
+        currency=header.get("currency", "EUR"), memo=header.get("memo", ""),
+        discount_kind=header.get("discount_kind", ""), discount_value=header.get("discount_value", ""),
+        due_date=header.get("due_date", ""),
+        lines=lines or [
+            {"description": "Design, hours", "quantity": "10", "unit_price": "120.00", "tax_rate_id": str(vat.id)},
+            {"description": "Hosting", "quantity": "1", "unit_price": "500", "discount_kind": "percent",
+             "discount_value": "10", "tax_rate_id": str(vat.id)},
+        ],
+    )
+    return invoices.save_draft(draft, data, STAFF)
+
+
+def test_draft_totals_are_computed_by_the_server(client_a, vat):
+    invoice = draft_with_lines(client_a, vat, discount_kind="fixed", discount_value="100.00")
+    assert invoice.subtotal == 170000
+    assert invoice.discount_total == 15000
+    assert invoice.total == invoice.subtotal - invoice.discount_total + invoice.tax_total
+    assert invoice.amount_due == invoice.total
+    assert invoice.number is None
+
+
+def test_bad_lines_change_nothing_and_say_where(client_a, vat):
+    invoice = draft_with_lines(client_a, vat)
+    before = invoice.total
+    bad = invoices.DraftInput(currency="EUR", lines=[
+        {"description": "", "quantity": "-1", "unit_price": "12.345", "tax_rate_id": "999"}])
+    with pytest.raises(invoices.InvoiceInvalid) as caught:
+        invoices.save_draft(invoice, bad, STAFF)
+    assert set(caught.value.errors) == {"lines-0-description", "lines-0-quantity", "lines-0-unit_price",
+                                        "lines-0-tax_rate_id"}
+    db.session.expire_all()
+    assert db.session.get(Invoice, invoice.id).total == before
+    assert len(db.session.get(Invoice, invoice.id).lines) == 2
+
+
+def test_finalize_numbers_freezes_and_locks(client_a, vat):
+    invoice = draft_with_lines(client_a, vat)
+    with clock.frozen(datetime(2026, 11, 21, 12, tzinfo=timezone.utc)):
+        invoices.finalize(invoice, STAFF)
+    assert invoice.status == "open"
+    assert invoice.number == "INV-2026-0001"
+    assert invoice.issue_date == date(2026, 11, 21)
+    assert invoice.due_date == date(2026, 12, 5)
+    assert invoice.bill_to["name"] == "Acme Ltd"
+    second = draft_with_lines(client_a, vat)
+    with clock.frozen(datetime(2026, 11, 21, 12, tzinfo=timezone.utc)):
+        invoices.finalize(second, STAFF)
+    assert second.number == "INV-2026-0002"
+
+    invoice.total = 1
+    with pytest.raises(FrozenInvoiceError):
+        db.session.flush()
+    db.session.rollback()
+    line = db.session.get(Invoice, invoice.id).lines[0]
+    line.unit_price = 1
+    with pytest.raises(FrozenInvoiceError):
+        db.session.flush()
+    db.session.rollback()
+    db.session.add(InvoiceLine(invoice_id=invoice.id, description="sneaky", quantity=Decimal(1), unit_price=1))
+    with pytest.raises(FrozenInvoiceError):
+        db.session.flush()
+    db.session.rollback()
+    with pytest.raises(ServiceError):
+        invoices.save_draft(db.session.get(Invoice, invoice.id), invoices.DraftInput(currency="EUR", lines=[]), STAFF)
+
+
+def test_payments_partial_then_paid_and_overpayment_refused(client_a, vat):
+    invoice = draft_with_lines(client_a, vat)
+    invoices.finalize(invoice, STAFF)
+    with pytest.raises(invoices.InvoiceInvalid) as caught:
+        invoices.record_manual_payment(invoice, "999999.00", "wire", "", "", STAFF)
+    assert "more than the amount due" in caught.value.errors["amount"]
+    invoices.record_manual_payment(invoice, "100.00", "wire", "", "REF1", STAFF)
+    assert invoice.status == "open" and invoice.amount_paid == 10000
+    rest = invoice.amount_due
+    invoices.record_manual_payment(invoice, f"{rest // 100}.{rest % 100:02d}", "check", "", "", STAFF)
+    assert invoice.status == "paid" and invoice.amount_due == 0
+
+
+def test_tick_marks_overdue_once(client_a, vat, cli):
+    invoice = draft_with_lines(client_a, vat)
+    invoices.finalize(invoice, STAFF)
+    due = invoice.due_date
+    later = datetime.combine(due + timedelta(days=1), datetime.min.time()).replace(hour=12).isoformat()
+    assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
+    assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
+    db.session.expire_all()
+    assert db.session.get(Invoice, invoice.id).status == "overdue"
+    events = db.session.scalars(select(Event).where(Event.type == "invoice.past_due")).all()
+    assert len(events) == 1
+
+
+def test_charges_drafted_returned_on_delete_and_billed_on_finalize(client_a, vat):
+    for desc in ("Extra meeting", "Printing"):
+        db.session.add(Charge(client_id=client_a.id, description=desc, quantity=Decimal(1), unit_price=5000,
+                              currency="EUR", status="open"))
+    db.session.commit()
+    draft = invoices.create_draft(client_a, STAFF, all_open_charges=True)
+    assert len(draft.lines) == 2
+    assert {c.status for c in db.session.scalars(select(Charge))} == {"drafted"}
+    invoices.delete_draft(draft, STAFF)
+    assert {c.status for c in db.session.scalars(select(Charge))} == {"open"}
+    one = db.session.scalars(select(Charge)).first()
+    draft = invoices.create_draft(client_a, STAFF, charge_ids=[one.id])
+    invoices.finalize(draft, STAFF)
+    db.session.expire_all()
+    assert db.session.get(Charge, one.id).status == "billed"
+
+
+def test_guest_token_opens_only_its_invoice_and_drafts_have_none(client_a, vat):
+    invoice = draft_with_lines(client_a, vat)
+    with pytest.raises(ServiceError):
+        invoices.issue_guest_token(invoice)
+    invoices.finalize(invoice, STAFF)
+    raw = invoices.issue_guest_token(invoice)
+    db.session.commit()
+    assert invoices.invoice_for_token(raw).id == invoice.id
+    assert invoices.invoice_for_token(raw + "x") is None
+    views = db.session.scalars(select(Event).where(Event.type == "invoice.viewed")).all()
+    invoices.invoice_for_token(raw)
+    assert len(views) == 1
+    invoices.revoke_guest_tokens(invoice, STAFF)
+    assert invoices.invoice_for_token(raw) is None
+
+
+def test_void_and_replace(client_a, vat):
+    invoice = draft_with_lines(client_a, vat)
+    invoices.finalize(invoice, STAFF)
+    invoices.void(invoice, STAFF, "wrong client")
+    assert invoice.status == "void" and invoice.number
+    draft = invoices.replace(invoice, STAFF)
+    assert draft.status == "draft" and draft.total == invoice.total and draft.replaces_invoice_id == invoice.id
+    with pytest.raises(ServiceError):
+        invoices.void(invoice, SYSTEM)
