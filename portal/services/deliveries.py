@@ -184,7 +184,22 @@ def _send_email(delivery: Delivery) -> None:
         sender=current_app.config["MAIL_DEFAULT_SENDER"],
         extra_headers={"X-Portal-Delivery": str(delivery.id)},
     )
+    for spec in payload.get("attachments") or []:
+        name, content_type, data = _attachment(spec)
+        message.attach(name, content_type, data)
     mail.send(message)
+
+
+def _attachment(spec: dict) -> tuple[str, str, bytes]:
+    if spec.get("type") == "invoice_pdf":
+        from portal.models import Invoice
+        from portal.services import pdf
+
+        invoice = db.session.get(Invoice, spec["invoice_id"])
+        if invoice is None:
+            raise ValueError(f"invoice {spec['invoice_id']} no longer exists")
+        return pdf.filename(invoice), "application/pdf", pdf.render_pdf(invoice)
+    raise ValueError(f"unknown attachment {spec!r}")
 
 
 def list_emails(status: str | None = None, page: int = 1, per_page: int = 50):

@@ -69,6 +69,7 @@ def queue_email(
     subject_type: str | None = None,
     subject_id: int | None = None,
     redact: list[str] | None = None,
+    attachments: list[dict] | None = None,
 ) -> Delivery:
     """Render ``emails/<template>.{subject,html,txt}`` now and keep the result.
 
@@ -76,6 +77,8 @@ def queue_email(
     it needs no templates or request context. Strings in ``redact`` (raw
     sign-in or reset tokens) are removed from the stored copy once the
     message has gone out through SMTP, so the log does not keep live secrets.
+    ``attachments`` are specs made at send time (``{"type": "invoice_pdf",
+    "invoice_id": 7}``), so a retry attaches the same document.
     """
     subject = render_template(f"emails/{template}.subject.txt", **context).strip()
     html = render_template(f"emails/{template}.html", **context)
@@ -85,7 +88,8 @@ def queue_email(
         template=template,
         recipient=to,
         subject=subject,
-        payload={"to": [to], "subject": subject, "html": html, "text": text, "redact": list(redact or [])},
+        payload={"to": [to], "subject": subject, "html": html, "text": text, "redact": list(redact or []),
+                 "attachments": list(attachments or [])},
         status="pending",
         next_attempt_at=clock.now(),
         created_at=clock.now(),

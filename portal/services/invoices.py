@@ -584,3 +584,90 @@ def services_catalogue(active_only: bool = True) -> list[Service]:
     if active_only:
         query = query.where(Service.active.is_(True))
     return list(db.session.scalars(query))
+
+
+# What an invoice document shows -------------------------------------------------------------
+
+def document(invoice: Invoice) -> dict:
+    """Everything the HTML page, the guest page, the email and the PDF show, in one place.
+
+    A finalized invoice shows its frozen parties; a draft shows them as they are now.
+    """
+    business = get_business()
+    seller = invoice.bill_from or _snapshot_business(business)
+    buyer = invoice.bill_to or _snapshot_client(invoice.client)
+    return {
+        "invoice": invoice,
+        "seller": seller,
+        "buyer": buyer,
+        "lines": invoice.lines,
+        "currency": invoice.currency,
+        "locale": business.locale,
+        "brand_color": business.brand_color,
+        "has_logo": business.has_logo,
+        "tax_breakdown": invoice.tax_breakdown or [],
+        "is_draft": invoice.status == states.DRAFT,
+        "status_label": invoice.status_label,
+    }
+
+
+# Sending ------------------------------------------------------------------------------------------
+
+def email_variables(invoice: Invoice, contact_name: str, pay_url: str) -> dict:
+    from portal.billing.money import format_money
+    from babel.dates import format_date
+
+    business = get_business()
+    return {
+        "customer_name": contact_name,
+        "invoice_number": invoice.number or "",
+        "amount_due": format_money(invoice.amount_due, invoice.currency, business.locale),
+        "due_date": format_date(invoice.due_date, "long", locale=business.locale) if invoice.due_date else "",
+        "invoice_url": pay_url,
+        "pay_now_url": pay_url,
+        "company_name": business.name,
+    }
+
+
+def send(invoice: Invoice, actor: Actor) -> list[str]:
+    """Finalize if needed, then email every billing contact the pay link and the PDF.
+
+    One transaction: the finalization, the new guest link, one delivery per
+    contact and the ``invoice.sent`` event. Returns the recipients. Sending
+    again (resend) makes a new link; earlier links keep working until revoked.
+    """
+    from portal.services import email_templates
+    from portal.services.events import queue_email
+    from portal.services.links import external_url
+
+    recipients = [c for c in invoice.client.contacts if c.receives_invoices]
+    if not recipients:
+        raise ServiceError("This client has no contact who receives invoices. Add one, then send.")
+    resend = invoice.status != states.DRAFT
+    if invoice.status == states.DRAFT:
+        finalize(invoice, actor, commit_now=False)
+    elif invoice.status not in (states.OPEN, states.OVERDUE):
+        raise ServiceError(f"An invoice that is {invoice.status_label.lower()} can't be sent.")
+    raw = issue_guest_token(invoice)
+    pay_url = external_url("pay.invoice", token=raw)
+    event = record_event("invoice.resent" if resend else "invoice.sent", "invoice", invoice.id, actor,
+                         data={"to": [c.email for c in recipients]})
+    business = get_business()
+    for contact in recipients:
+        subject, body = email_templates.render("invoice_issued", email_variables(invoice, contact.name, pay_url))
+        queue_email(
+            contact.email, "templated",
+            {"business": business, "subject": subject, "body": body, "link": pay_url, "label": "Pay invoice"},
+            event=event, subject_type="invoice", subject_id=invoice.id, redact=[raw],
+            attachments=[{"type": "invoice_pdf", "invoice_id": invoice.id}],
+        )
+    invoice.sent_at = clock.now()
+    commit()
+    return [c.email for c in recipients]
+
+
+def make_ready(invoice: Invoice, actor: Actor) -> Invoice:
+    """Finalize without emailing ("ready for payment"); tells billing contacts only if the
+    business's "invoice ready" notification is on."""
+    finalize(invoice, actor)
+    return invoice

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from flask import Flask, current_app, g, jsonify, render_template, request, session
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 
 from portal import clock
+from portal.billing.money import format_money
 from portal.extensions import login_manager
 from portal.services.auth import load_principal
 from portal.services.settings import get_business, readable_text_color
@@ -21,6 +22,7 @@ STRIPE_API = "https://api.stripe.com"
 def init_app(app: Flask) -> None:
     from portal.web.auth import bp as auth_bp
     from portal.web.client import bp as client_bp
+    from portal.web.pay import bp as pay_bp
     from portal.web.public import bp as public_bp
     from portal.web.staff import bp as staff_bp
 
@@ -28,6 +30,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(staff_bp, url_prefix="/staff")
     app.register_blueprint(client_bp, url_prefix="/portal")
+    app.register_blueprint(pay_bp)
 
     login_manager.user_loader(load_principal)
     login_manager.session_protection = "basic"
@@ -42,6 +45,10 @@ def init_app(app: Flask) -> None:
 
     app.jinja_env.filters["datetime"] = _format_datetime
     app.jinja_env.filters["event_label"] = _event_label
+    app.jinja_env.filters["money"] = _format_money
+    app.jinja_env.filters["date"] = _format_date
+    app.jinja_env.filters["percent"] = _plain_decimal
+    app.jinja_env.filters["quantity"] = _plain_decimal
     app.jinja_env.globals["business"] = _business_for_templates
     app.jinja_env.globals["readable_text_color"] = readable_text_color
 
@@ -61,6 +68,29 @@ def _format_datetime(value: datetime | None, fmt: str = "medium") -> str:
         return ""
     business = _business_for_templates()
     return format_datetime(value, fmt, tzinfo=business.timezone, locale=business.locale)
+
+
+def _format_money(minor: int | None, currency: str) -> str:
+    """Minor units → "€1,234.50" in the business's locale."""
+    if minor is None:
+        return ""
+    return format_money(int(minor), currency, _business_for_templates().locale)
+
+
+def _plain_decimal(value) -> str:
+    """Decimal("23.0000") → "23"; "2.500" → "2.5"."""
+    if value is None or value == "":
+        return ""
+    from decimal import Decimal
+
+    text = format(Decimal(str(value)).normalize(), "f")
+    return text
+
+
+def _format_date(value, fmt: str = "medium") -> str:
+    if value is None:
+        return ""
+    return format_date(value, fmt, locale=_business_for_templates().locale)
 
 
 def _event_label(event_type: str) -> str:

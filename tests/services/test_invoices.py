@@ -168,3 +168,33 @@ def test_void_and_replace(client_a, vat):
     assert draft.status == "draft" and draft.total == invoice.total and draft.replaces_invoice_id == invoice.id
     with pytest.raises(ServiceError):
         invoices.void(invoice, SYSTEM)
+
+
+def test_send_emails_every_billing_contact_the_pay_link_and_the_pdf(make, vat, run_worker, smtp_server, client):
+    from pypdf import PdfReader
+    import io
+    from tests.support.web import email_text, links
+
+    make.business(name="Tidewater Studio", currency="EUR")
+    acme = make.client(name="Acme Ltd", contacts=[
+        {"name": "Ana", "email": "ana@acme.example", "receives_invoices": True},
+        {"name": "Tom", "email": "tom@acme.example", "receives_invoices": False},
+        {"name": "Rui", "email": "rui@acme.example", "receives_invoices": True},
+    ])
+    invoice = draft_with_lines(acme, vat)
+    sent_to = invoices.send(invoice, STAFF)
+    assert sorted(sent_to) == ["ana@acme.example", "rui@acme.example"]
+    assert invoice.status == "open" and invoice.number
+    number = invoice.number
+    assert run_worker() == 2  # the job ends its DB session: re-read what is needed below
+    assert len(smtp_server.messages) == 2 and not smtp_server.to("tom@acme.example")
+    [message] = smtp_server.to("ana@acme.example")
+    assert message["Subject"] == "Tidewater Studio sent you an invoice"
+    pay_links = [u for u in links(email_text(message)) if "/pay/" in u]
+    assert pay_links
+    attachment = [p for p in message.walk() if p.get_content_type() == "application/pdf"][0]
+    assert attachment.get_filename() == f"{number}.pdf"
+    text = PdfReader(io.BytesIO(attachment.get_payload(decode=True))).pages[0].extract_text()
+    assert number in text
+    page = client.get(pay_links[0].replace("http://portal.test", ""))
+    assert page.status_code == 200 and number in page.get_data(as_text=True)

@@ -1,0 +1,147 @@
+"""Emails staff can edit: a subject and a plain-text body per template, rendered
+in a Jinja sandbox that sees only the documented variables.
+
+A template that fails to render is refused (and not saved) with the reason.
+"""
+from __future__ import annotations
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import EmailTemplate
+from portal.services.errors import ServiceError
+from portal.services.events import Actor, commit, record_event
+
+VARIABLES = ("customer_name", "invoice_number", "amount_due", "due_date", "invoice_url", "pay_now_url",
+             "company_name")
+
+DEFAULTS: dict[str, tuple[str, str, str]] = {
+    # key: (title, subject, body)
+    "invoice_issued": (
+        "Invoice sent",
+        "{{company_name}} sent you an invoice",
+        "Hello {{customer_name}},\n\n{{company_name}} sent you invoice {{invoice_number}} for {{amount_due}}, "
+        "due {{due_date}}.\n\nYou can view it, download the PDF and pay online.\n\nThank you!",
+    ),
+    "invoice_reminder": (
+        "Payment reminder",
+        "Reminder: invoice {{invoice_number}} from {{company_name}}",
+        "Hello {{customer_name}},\n\nThis is a friendly reminder that invoice {{invoice_number}} for "
+        "{{amount_due}} is due {{due_date}}.\n\nIf you've already paid, thank you and please ignore this.",
+    ),
+    "payment_receipt": (
+        "Payment receipt",
+        "Receipt for invoice {{invoice_number}} from {{company_name}}",
+        "Hello {{customer_name}},\n\nThank you! We received your payment for invoice {{invoice_number}}.\n\n"
+        "Amount still due: {{amount_due}}.",
+    ),
+    "payment_failed": (
+        "Payment failed",
+        "Your payment for invoice {{invoice_number}} didn't go through",
+        "Hello {{customer_name}},\n\nWe couldn't collect the payment for invoice {{invoice_number}} "
+        "({{amount_due}}). Please pay online or update your payment method.",
+    ),
+    "payment_method_expiring": (
+        "Payment method expiring",
+        "Your payment method for {{company_name}} is expiring",
+        "Hello {{customer_name}},\n\nThe card you keep on file with {{company_name}} expires soon. "
+        "Please add a new payment method so your next payment goes through.",
+    ),
+}
+
+SAMPLE = {
+    "customer_name": "Ana Ribeiro",
+    "invoice_number": "INV-2026-00042",
+    "amount_due": "€1,230.00",
+    "due_date": "December 31, 2026",
+    "invoice_url": "https://billing.example.com/pay/sample",
+    "pay_now_url": "https://billing.example.com/pay/sample",
+    "company_name": "Tidewater Studio",
+}
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def _render(source: str, variables: dict) -> str:
+    return _env.from_string(source).render(**{k: variables.get(k, "") for k in VARIABLES})
+
+
+def current(key: str) -> tuple[str, str, bool]:
+    """(subject, body, customised) for a template key."""
+    if key not in DEFAULTS:
+        raise ServiceError("No such email template.")
+    row = db.session.scalar(select(EmailTemplate).where(EmailTemplate.key == key))
+    if row is None:
+        return DEFAULTS[key][1], DEFAULTS[key][2], False
+    return row.subject, row.body, True
+
+
+def render(key: str, variables: dict) -> tuple[str, str]:
+    """(subject, plain-text body) for real variables. Falls back to the default if a saved
+    template cannot render (it was checked when saved; this guards against surprises)."""
+    subject, body, _ = current(key)
+    try:
+        return _render(subject, variables).strip(), _render(body, variables)
+    except TemplateError:
+        return _render(DEFAULTS[key][1], variables).strip(), _render(DEFAULTS[key][2], variables)
+
+
+def check(subject: str, body: str) -> dict[str, str]:
+    """Field → why it cannot be used. Renders with sample data in the sandbox."""
+    errors: dict[str, str] = {}
+    for field, source, limit in (("subject", subject, 300), ("body", body, 20000)):
+        if not (source or "").strip():
+            errors[field] = "This can't be empty."
+            continue
+        if len(source) > limit:
+            errors[field] = f"Keep it under {limit} characters."
+            continue
+        try:
+            rendered = _render(source, SAMPLE)
+            if field == "subject" and "\n" in rendered.strip():
+                errors[field] = "The subject must be one line."
+        except TemplateError as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            names = ", ".join("{{" + name + "}}" for name in VARIABLES)
+            errors[field] = f"This template can't be rendered: {message}. The variables are {names}."
+    return errors
+
+
+def preview(subject: str, body: str) -> tuple[str, str]:
+    errors = check(subject, body)
+    if errors:
+        error = ServiceError("The template has errors.")
+        error.errors = errors
+        raise error
+    return _render(subject, SAMPLE).strip(), _render(body, SAMPLE)
+
+
+def save(key: str, subject: str, body: str, actor: Actor) -> None:
+    if key not in DEFAULTS:
+        raise ServiceError("No such email template.")
+    errors = check(subject, body)
+    if errors:
+        error = ServiceError("The template was not saved.")
+        error.errors = errors
+        raise error
+    row = db.session.scalar(select(EmailTemplate).where(EmailTemplate.key == key))
+    before = {"subject": row.subject, "body": row.body} if row else None
+    if row is None:
+        row = EmailTemplate(key=key, subject=subject, body=body)
+        db.session.add(row)
+    else:
+        row.subject, row.body = subject, body
+    record_event("email_template.saved", "email_template", None, actor, before=before,
+                 after={"subject": subject, "body": body}, data={"key": key})
+    commit()
+
+
+def reset(key: str, actor: Actor) -> None:
+    row = db.session.scalar(select(EmailTemplate).where(EmailTemplate.key == key))
+    if row is not None:
+        record_event("email_template.reset", "email_template", None, actor,
+                     before={"subject": row.subject, "body": row.body}, data={"key": key})
+        db.session.delete(row)
+        commit()
