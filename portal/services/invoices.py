@@ -667,7 +667,50 @@ def send(invoice: Invoice, actor: Actor) -> list[str]:
 
 
 def make_ready(invoice: Invoice, actor: Actor) -> Invoice:
-    """Finalize without emailing ("ready for payment"); tells billing contacts only if the
-    business's "invoice ready" notification is on."""
+    """Finalize & lock without sending ("ready for payment").
+
+    With the business's "invoice ready" notification on, billing contacts get
+    the same email as Send (link + PDF); with it off, nothing goes out and the
+    invoice simply appears in the client portal.
+    """
+    if get_business().notify_invoice_ready and any(c.receives_invoices for c in invoice.client.contacts):
+        send(invoice, actor)
+        return invoice
     finalize(invoice, actor)
     return invoice
+
+
+# The client's side: the portal's invoice list and page, the guest page (read-only) -----------------
+
+PORTAL_PAGE_SIZE = 20
+
+
+def client_invoices(client_id: int, page: int = 1, per_page: int = PORTAL_PAGE_SIZE):
+    """One page of a client's finalized invoices, newest first. Drafts never appear."""
+    query = (
+        select(Invoice)
+        .where(Invoice.client_id == client_id, Invoice.status != states.DRAFT)
+        .order_by(Invoice.issue_date.desc(), Invoice.sequence_number.desc(), Invoice.id.desc())
+    )
+    return db.paginate(query, page=max(int(page or 1), 1), per_page=per_page, error_out=False)
+
+
+def client_invoice(client_id: int, invoice_id: int) -> Invoice:
+    """One of this client's finalized invoices; a draft or another client's is not found."""
+    invoice = db.session.scalar(
+        select(Invoice)
+        .where(Invoice.id == invoice_id, Invoice.client_id == client_id, Invoice.status != states.DRAFT)
+        .options(selectinload(Invoice.lines))
+    )
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    return invoice
+
+
+def client_document(invoice: Invoice) -> dict:
+    """``document()`` plus what the client can do with it: whether anything is payable now and
+    how to pay (the invoice's footer carries the bank details until online payment, F3)."""
+    context = document(invoice)
+    context["payable"] = invoice.status in states.PAYABLE and invoice.amount_due > 0
+    context["how_to_pay"] = invoice.footer
+    return context

@@ -198,3 +198,18 @@ def test_send_emails_every_billing_contact_the_pay_link_and_the_pdf(make, vat, r
     assert number in text
     page = client.get(pay_links[0].replace("http://portal.test", ""))
     assert page.status_code == 200 and number in page.get_data(as_text=True)
+
+
+def test_finalize_and_lock_emails_only_when_the_ready_notification_is_on(make, vat, run_worker, smtp_server):
+    make.business(name="Tidewater Studio", currency="EUR", notify_invoice_ready=False)
+    acme = make.client(name="Acme Ltd")
+    quiet = draft_with_lines(acme, vat)
+    invoices.make_ready(quiet, STAFF)
+    assert quiet.status == "open" and quiet.number
+    assert run_worker() == 0 and not smtp_server.messages
+
+    make.business(notify_invoice_ready=True)
+    told = draft_with_lines(acme, vat)
+    invoices.make_ready(told, STAFF)
+    assert run_worker() == 1
+    assert smtp_server.to("ana@acme.example")
