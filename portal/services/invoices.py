@@ -427,9 +427,14 @@ def invoice_for_token(raw: str) -> Invoice | None:
     if invoice is None or invoice.status == states.DRAFT:
         return None
     if token.first_viewed_at is None:
-        token.first_viewed_at = clock.now()
-        record_event("invoice.viewed", "invoice", invoice.id, Actor("guest", None, "guest link"),
-                     data={"token_id": token.id})
+        # Conditional: two first requests at once (a mail scanner and the person) record one view.
+        first = db.session.execute(
+            update(InvoiceToken).where(InvoiceToken.id == token.id, InvoiceToken.first_viewed_at.is_(None))
+            .values(first_viewed_at=clock.now())
+        ).rowcount == 1
+        if first:
+            record_event("invoice.viewed", "invoice", invoice.id, Actor("guest", None, "guest link"),
+                         data={"token_id": token.id})
         commit()
     return invoice
 
