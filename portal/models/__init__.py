@@ -2,11 +2,11 @@
 from portal.models.catalogue import Charge, Service, TaxRate
 from portal.models.events import Delivery, Event
 from portal.models.invoices import Invoice, InvoiceLine, InvoiceToken
-from portal.models.payments import Payment
+from portal.models.payments import Payment, Refund, WebhookEvent
 from portal.models.people import AuthToken, Client, Contact, StaffUser
 from portal.models.settings import Business, EmailTemplate
 
 __all__ = [
     "AuthToken", "Business", "Charge", "Client", "Contact", "Delivery", "EmailTemplate", "Event", "Invoice",
-    "InvoiceLine", "InvoiceToken", "Payment", "Service", "StaffUser", "TaxRate",
+    "InvoiceLine", "InvoiceToken", "Payment", "Refund", "Service", "StaffUser", "TaxRate", "WebhookEvent",
 ]

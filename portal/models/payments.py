@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import clock
@@ -14,6 +14,10 @@ MANUAL_METHODS = {"wire": "Bank transfer", "check": "Check", "cash": "Cash", "ot
 
 
 class Payment(db.Model):
+    """One payment attempt or receipt. Gateway payments start ``pending`` (an intent exists),
+    may be ``processing`` (bank debits), and end ``succeeded``, ``failed`` or ``canceled``;
+    only ``succeeded`` money counts on the invoice."""
+
     __tablename__ = "payment"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -25,15 +29,53 @@ class Payment(db.Model):
     status: Mapped[str] = mapped_column(String(12), default="succeeded")  # succeeded, processing, failed
     reference: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
-    received_on: Mapped[date] = mapped_column(Date)
+    received_on: Mapped[date | None] = mapped_column(Date)
+    gateway: Mapped[str | None] = mapped_column(String(20))  # stripe, sandbox; None for manual
+    gateway_intent_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    failure_code: Mapped[str | None] = mapped_column(String(50))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    refunded_amount: Mapped[int] = mapped_column(default=0, server_default="0")
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     recorded_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
     __table_args__ = (
         Index("ix_payment_invoice", "invoice_id"),
         Index("ix_payment_client", "client_id", "created_at"),
+        Index("ix_payment_status", "status", "created_at"),
     )
 
     @property
     def method_label(self) -> str:
         return MANUAL_METHODS.get(self.method, self.method.replace("_", " ").title())
+
+
+class Refund(db.Model):
+    """Money given back on a payment: through the gateway, or recorded by staff."""
+
+    __tablename__ = "refund"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id", ondelete="RESTRICT"), index=True)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="RESTRICT"))
+    amount: Mapped[int] = mapped_column()
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(12), default="succeeded")  # pending, succeeded, failed
+    gateway_refund_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    recorded_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+
+
+class WebhookEvent(db.Model):
+    """An inbound gateway event, kept once per event id (duplicates are dropped)."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
