@@ -12,11 +12,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from portal import clock
-from portal.services import deliveries, invoices
+from portal.services import deliveries, invoices, payments
 
 Step = Callable[[datetime], int]
 STEPS: list[tuple[str, Step]] = [
     ("overdue", invoices.mark_overdue),
+    ("payments", payments.reconcile),
     ("deliveries", deliveries.sweep),
 ]
 

@@ -1,0 +1,333 @@
+"""Getting paid through a gateway: attempts, outcomes, webhooks, reconciliation, refunds.
+
+Rules kept here:
+- One open attempt per invoice: paying again (two tabs, a double click, two
+  people) reuses the invoice's pending PaymentIntent, found under a row lock
+  on the invoice, so at most one charge can succeed.
+- ``apply_intent`` is the only way a gateway outcome reaches our books, and it
+  is idempotent and one-directional: a succeeded payment never moves back.
+- Webhooks are stored once per event id, in the same transaction as their
+  effect; a handler error rolls both back and the gateway retries.
+- Idempotency keys come from our own ids (``invoice-<id>-attempt-<n>``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from portal import clock
+from portal.billing import states
+from portal.billing.money import MoneyError, format_money, to_minor
+from portal.extensions import db
+from portal.gateways import get_gateway
+from portal.gateways.base import (
+    CANCELED, PROCESSING, REQUIRES_PAYMENT_METHOD, SUCCEEDED, GatewayError, Intent, WebhookEvent as GatewayEvent,
+)
+from portal.models import Invoice, Payment, Refund, StaffUser, WebhookEvent
+from portal.services import invoices as invoice_service
+from portal.services.errors import NotFound, ServiceError
+from portal.services.events import SYSTEM, Actor, commit, queue_email, record_event
+from portal.services.settings import get_business
+
+log = logging.getLogger(__name__)
+GUEST = Actor("guest", None, "payer")
+GATEWAY = Actor("system", None, "payment gateway")
+RECONCILE_AFTER = timedelta(minutes=10)
+
+
+def methods_for(currency: str) -> list[str]:
+    """Card always; bank debits where they exist for the currency."""
+    methods = ["card"]
+    if currency == "EUR":
+        methods.append("sepa_debit")
+    if currency == "USD":
+        methods.append("us_bank_account")
+    return methods
+
+
+def _lock_invoice(invoice_id: int) -> Invoice:
+    invoice = db.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    return invoice
+
+
+def _refuse_unpayable(invoice: Invoice) -> None:
+    if invoice.status == states.PAID or (invoice.status in states.PAYABLE and invoice.amount_due <= 0):
+        raise ServiceError("This invoice is already paid. Thank you!")
+    if invoice.status == states.VOID:
+        raise ServiceError("This invoice was cancelled and takes no payment.")
+    if invoice.status not in states.PAYABLE:
+        raise ServiceError("This invoice can't be paid online.")
+
+
+def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
+    """The invoice's open payment attempt, created if there is none. Safe to call concurrently."""
+    invoice = _lock_invoice(invoice_id)
+    _refuse_unpayable(invoice)
+    gateway = get_gateway()
+    open_attempt = db.session.scalar(
+        select(Payment).where(Payment.invoice_id == invoice.id, Payment.gateway.is_not(None),
+                              Payment.status.in_(("pending", "processing"))).order_by(Payment.id.desc())
+    )
+    if open_attempt is not None and open_attempt.status == "processing":
+        raise ServiceError("A bank payment for this invoice is already on its way. It takes a few days to clear.")
+    if open_attempt is not None and open_attempt.amount == invoice.amount_due:
+        db.session.commit()  # release the lock
+        return open_attempt
+    if open_attempt is not None:  # the amount due changed since: that intent is stale
+        try:
+            gateway.cancel_intent(open_attempt.gateway_intent_id, f"{open_attempt.idempotency_key}-cancel")
+        except GatewayError as exc:
+            log.warning("could not cancel stale intent %s: %s", open_attempt.gateway_intent_id, exc)
+        open_attempt.status = "canceled"
+    attempt_no = db.session.scalar(select(func.count()).select_from(Payment).where(
+        Payment.invoice_id == invoice.id, Payment.gateway.is_not(None))) + 1
+    key = f"invoice-{invoice.id}-attempt-{attempt_no}"
+    try:
+        intent = gateway.create_intent(
+            invoice.amount_due, invoice.currency, key,
+            {"invoice_id": str(invoice.id), "invoice_number": invoice.number or ""}, methods_for(invoice.currency),
+        )
+    except GatewayError as exc:
+        db.session.rollback()
+        raise ServiceError("We couldn't start the payment. Please try again in a moment.") from exc
+    payment = Payment(
+        invoice_id=invoice.id, client_id=invoice.client_id, amount=invoice.amount_due, currency=invoice.currency,
+        method="card", status="pending", gateway=gateway.name, gateway_intent_id=intent.id, idempotency_key=key,
+        created_at=clock.now(),
+    )
+    db.session.add(payment)
+    db.session.flush()
+    record_event("payment.started", "invoice", invoice.id, actor,
+                 data={"payment_id": payment.id, "amount": payment.amount, "gateway": gateway.name})
+    commit()
+    return payment
+
+
+def confirm_in_sandbox(payment: Payment, payment_method: str) -> Payment:
+    """Sandbox only: confirm on the server what Stripe.js would confirm in the browser."""
+    gateway = get_gateway()
+    if not gateway.test_mode or gateway.name != "sandbox":
+        raise ServiceError("This payment is confirmed by the card form.")
+    digest = hashlib.sha256(payment_method.encode()).hexdigest()[:12]
+    try:
+        intent = gateway.confirm_intent(payment.gateway_intent_id, payment_method,
+                                        f"{payment.idempotency_key}-confirm-{digest}")
+    except GatewayError as exc:
+        intent = gateway.retrieve_intent(payment.gateway_intent_id)
+        apply_intent(intent)
+        raise ServiceError(exc.message, field="payment_method") from exc
+    return apply_intent(intent)
+
+
+def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
+    """Bring our payment in line with the gateway's view of the intent. Idempotent; never backwards."""
+    payment = db.session.scalar(select(Payment).where(Payment.gateway_intent_id == intent.id).with_for_update())
+    if payment is None:
+        raise NotFound(f"no payment for intent {intent.id}")
+    before = payment.status
+    if payment.status in ("succeeded", "canceled", "failed") and not (
+            payment.status == "failed" and intent.status == SUCCEEDED):
+        db.session.commit()
+        return payment  # final: duplicates and late events change nothing
+    if intent.payment_method_type:
+        payment.method = intent.payment_method_type
+    if intent.status == SUCCEEDED:
+        _succeed(payment, actor)
+    elif intent.status == PROCESSING and before != "processing":
+        payment.status = "processing"
+        record_event("payment.processing", "invoice", payment.invoice_id, actor,
+                     data={"payment_id": payment.id, "method": payment.method})
+    elif intent.status == REQUIRES_PAYMENT_METHOD and intent.error_code:
+        payment.failure_code, payment.failure_message = intent.error_code, intent.error_message
+        if before == "processing":
+            payment.status = "failed"  # a debit that bounced: that attempt is over
+        _notify_failure(payment, actor)
+    elif intent.status == CANCELED:
+        payment.status = "canceled"
+        record_event("payment.canceled", "invoice", payment.invoice_id, actor, data={"payment_id": payment.id})
+    commit()
+    return payment
+
+
+def _succeed(payment: Payment, actor: Actor) -> None:
+    invoice = _lock_invoice(payment.invoice_id)
+    business = get_business()
+    payment.status = "succeeded"
+    payment.settled_at = clock.now()
+    payment.received_on = clock.today(business.timezone)
+    payment.failure_code = payment.failure_message = None
+    if invoice.status in states.PAYABLE:
+        invoice_service.apply_payment(invoice, payment.amount, actor, payment)
+    else:
+        # Paid meanwhile by other means: keep the money on the books and say so.
+        invoice.amount_paid += payment.amount
+        invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+        record_event("invoice.overpaid", "invoice", invoice.id, actor,
+                     data={"payment_id": payment.id, "amount": payment.amount})
+    _receipt(invoice, payment)
+
+
+def _money(amount: int, currency: str) -> str:
+    return format_money(amount, currency, get_business().locale)
+
+
+def _client_email(invoice: Invoice, key: str, extra: str, payment: Payment) -> None:
+    from portal.services import email_templates
+
+    business = get_business()
+    for contact in [c for c in invoice.client.contacts if c.receives_invoices]:
+        variables = invoice_service.email_variables(invoice, contact.name, "")
+        subject, body = email_templates.render(key, variables)
+        queue_email(contact.email, "templated",
+                    {"business": business, "subject": subject, "body": body + extra, "link": None, "label": None},
+                    subject_type="invoice", subject_id=invoice.id)
+
+
+def _staff_email(invoice: Invoice, subject: str, body: str) -> None:
+    business = get_business()
+    owners = db.session.scalars(select(StaffUser).where(StaffUser.role == "owner", StaffUser.active.is_(True)))
+    for owner in owners:
+        queue_email(owner.email, "templated",
+                    {"business": business, "subject": subject, "body": body, "link": None, "label": None},
+                    subject_type="invoice", subject_id=invoice.id)
+
+
+def _receipt(invoice: Invoice, payment: Payment) -> None:
+    business = get_business()
+    paid = _money(payment.amount, payment.currency)
+    extra = (f"\n\nAmount paid: {paid}\nMethod: {payment.method_label}\n"
+             f"Date: {payment.received_on.isoformat()}\nInvoice: {invoice.number}")
+    if business.notify_payment_receipt:
+        _client_email(invoice, "payment_receipt", extra, payment)
+    if business.notify_staff_on_payment:
+        _staff_email(invoice, f"Payment received: {invoice.number} ({paid})",
+                     f"{invoice.client.name} paid {paid} on invoice {invoice.number} by {payment.method_label}.")
+
+
+def _notify_failure(payment: Payment, actor: Actor) -> None:
+    invoice = db.session.get(Invoice, payment.invoice_id)
+    record_event("invoice.payment_failed", "invoice", invoice.id, actor,
+                 data={"payment_id": payment.id, "code": payment.failure_code, "message": payment.failure_message})
+    _client_email(invoice, "payment_failed", f"\n\nReason: {payment.failure_message or payment.failure_code}",
+                  payment)
+    if get_business().notify_staff_on_payment:
+        _staff_email(invoice, f"Payment failed: {invoice.number}",
+                     f"A payment of {_money(payment.amount, payment.currency)} for invoice {invoice.number} "
+                     f"({invoice.client.name}) failed: {payment.failure_message or payment.failure_code}.")
+
+
+# Webhooks and reconciliation ---------------------------------------------------------------------
+
+HANDLED = {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.processing",
+           "payment_intent.canceled"}
+
+
+def handle_webhook(event: GatewayEvent, gateway_name: str = "stripe") -> str:
+    """Store the event once and apply it, in one transaction. Returns what happened."""
+    row = WebhookEvent(gateway=gateway_name, event_id=event.id, type=event.type, payload=event.object,
+                       received_at=clock.now())
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return "duplicate"
+    if event.type not in HANDLED:
+        commit()
+        return "ignored"
+    intent_id = event.object.get("id")
+    if not db.session.scalar(select(Payment.id).where(Payment.gateway_intent_id == intent_id)):
+        commit()
+        return "unknown intent"
+    # Ask the gateway for the intent's current state: late or out-of-order events then do no harm.
+    intent = get_gateway().retrieve_intent(intent_id)
+    apply_intent(intent)  # commits the event row with its effect
+    return "applied"
+
+
+def reconcile(at: datetime) -> int:
+    """Ask the gateway about payments still pending or processing after a while (lost webhooks heal)."""
+    stale = db.session.scalars(
+        select(Payment).where(Payment.gateway.is_not(None), Payment.status.in_(("pending", "processing")),
+                              Payment.created_at < at - RECONCILE_AFTER).order_by(Payment.id).limit(500)
+    ).all()
+    changed = 0
+    gateway = get_gateway()
+    for payment in stale:
+        try:
+            intent = gateway.retrieve_intent(payment.gateway_intent_id)
+        except GatewayError as exc:
+            log.warning("reconcile: could not retrieve %s: %s", payment.gateway_intent_id, exc)
+            continue
+        before = payment.status
+        with clock.frozen(at):
+            after = apply_intent(intent).status
+        changed += after != before
+    return changed
+
+
+# Refunds ------------------------------------------------------------------------------------------
+
+def refund(payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refund:
+    """Give back all or part of a payment. Never more than what is left of it, even under races."""
+    payment = db.session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
+    if payment is None:
+        raise NotFound("No such payment.")
+    if payment.status != "succeeded":
+        raise ServiceError("Only a completed payment can be refunded.")
+    try:
+        amount = to_minor(amount_text, payment.currency)
+    except MoneyError:
+        raise ServiceError("Use an amount like 25.00.", field="amount") from None
+    left = payment.amount - payment.refunded_amount
+    if amount <= 0:
+        raise ServiceError("Enter an amount above zero.", field="amount")
+    if amount > left:
+        raise ServiceError(f"At most {_money(left, payment.currency)} of this payment can be refunded.",
+                           field="amount")
+    gateway_refund_id = None
+    status = "succeeded"
+    if payment.gateway:
+        n = db.session.scalar(select(func.count()).select_from(Refund).where(Refund.payment_id == payment.id)) + 1
+        try:
+            result = get_gateway().refund(payment.gateway_intent_id, amount, f"payment-{payment.id}-refund-{n}")
+        except GatewayError as exc:
+            db.session.rollback()
+            raise ServiceError(f"The refund was refused: {exc.message}") from exc
+        gateway_refund_id, status = result.id, ("succeeded" if result.status == "succeeded" else "pending")
+    row = Refund(payment_id=payment.id, invoice_id=payment.invoice_id, amount=amount, currency=payment.currency,
+                 status=status, gateway_refund_id=gateway_refund_id, reason=(reason or "").strip() or None,
+                 recorded_by_staff_id=actor.id if actor.kind == "staff" else None, created_at=clock.now())
+    db.session.add(row)
+    payment.refunded_amount += amount
+    invoice = _lock_invoice(payment.invoice_id) if payment.invoice_id else None
+    if invoice is not None:
+        invoice.amount_paid -= amount
+        invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+        record_event("invoice.refunded", "invoice", invoice.id, actor,
+                     data={"payment_id": payment.id, "amount": amount, "reason": row.reason,
+                           "gateway": payment.gateway})
+        business = get_business()
+        text = (f"We refunded {_money(amount, payment.currency)} of your payment for invoice {invoice.number}."
+                + (f"\n\nReason: {row.reason}" if row.reason else ""))
+        for contact in [c for c in invoice.client.contacts if c.receives_invoices]:
+            queue_email(contact.email, "templated",
+                        {"business": business, "subject": f"Refund for invoice {invoice.number}",
+                         "body": f"Hello {contact.name},\n\n{text}", "link": None, "label": None},
+                        subject_type="invoice", subject_id=invoice.id)
+    commit()
+    return row
+
+
+def invoice_payments(invoice_id: int) -> list[Payment]:
+    return list(db.session.scalars(select(Payment).where(Payment.invoice_id == invoice_id).order_by(Payment.id)))
+
+
+__all__ = ["apply_intent", "confirm_in_sandbox", "handle_webhook", "methods_for", "reconcile", "refund",
+           "start_payment", "SYSTEM"]
