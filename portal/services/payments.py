@@ -50,7 +50,9 @@ def methods_for(currency: str) -> list[str]:
 
 
 def _lock_invoice(invoice_id: int) -> Invoice:
-    invoice = db.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
+    # populate_existing: a row already in this session must show what the lock holder committed.
+    invoice = db.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update()
+                                .execution_options(populate_existing=True))
     if invoice is None:
         raise NotFound("No such invoice.")
     return invoice
@@ -127,7 +129,8 @@ def confirm_in_sandbox(payment: Payment, payment_method: str) -> Payment:
 
 def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
     """Bring our payment in line with the gateway's view of the intent. Idempotent; never backwards."""
-    payment = db.session.scalar(select(Payment).where(Payment.gateway_intent_id == intent.id).with_for_update())
+    payment = db.session.scalar(select(Payment).where(Payment.gateway_intent_id == intent.id).with_for_update()
+                                .execution_options(populate_existing=True))
     if payment is None:
         raise NotFound(f"no payment for intent {intent.id}")
     before = payment.status
@@ -276,7 +279,8 @@ def reconcile(at: datetime) -> int:
 
 def refund(payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refund:
     """Give back all or part of a payment. Never more than what is left of it, even under races."""
-    payment = db.session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
+    payment = db.session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()
+                                .execution_options(populate_existing=True))
     if payment is None:
         raise NotFound("No such payment.")
     if payment.status != "succeeded":
@@ -331,3 +335,95 @@ def invoice_payments(invoice_id: int) -> list[Payment]:
 
 __all__ = ["apply_intent", "confirm_in_sandbox", "handle_webhook", "methods_for", "reconcile", "refund",
            "start_payment", "SYSTEM"]
+
+
+# The guest payment page (/pay/<token>) ------------------------------------------------------------
+# Added for the guest page (F3 web): what the page offers, the sandbox's server-side confirmation,
+# Stripe's Payment Element bootstrap, and the return/confirmation page. Views call these only.
+
+BANK_METHODS = ("sepa_debit", "us_bank_account")
+
+
+def checkout_options(invoice: Invoice) -> dict:
+    """How this invoice can be paid online here: the gateway's mode and the methods on offer."""
+    gateway = get_gateway()
+    return {"gateway": gateway.name, "test_mode": bool(gateway.test_mode),
+            "methods": methods_for(invoice.currency)}
+
+
+def pay_in_sandbox(invoice_id: int, method: str, number: str) -> Payment:
+    """Sandbox only: start (or reuse) the invoice's attempt and confirm it with a test card or account."""
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    if method not in methods_for(invoice.currency):
+        raise ServiceError("Choose how you want to pay.", field="method")
+    number = "".join((number or "").split()).replace("-", "")
+    if not number:
+        labels = {"card": "Enter the card number.", "sepa_debit": "Enter your IBAN.",
+                  "us_bank_account": "Enter your account number."}
+        raise ServiceError(labels[method], field="card_number" if method == "card" else "account")
+    payment = start_payment(invoice_id)
+    return confirm_in_sandbox(payment, f"{method}:{number}")
+
+
+def guest_pay(invoice_id: int, method: str, number: str) -> dict | None:
+    """The guest page's "Pay": the sandbox confirms here and now (None: go to the confirmation);
+    Stripe answers the Payment Element's bootstrap (the browser then confirms)."""
+    if get_gateway().name == "sandbox":
+        pay_in_sandbox(invoice_id, method, number)
+        return None
+    return stripe_checkout(invoice_id)
+
+
+def stripe_checkout(invoice_id: int) -> dict:
+    """The client secret of the invoice's open PaymentIntent, for Stripe's Payment Element."""
+    payment = start_payment(invoice_id)
+    try:
+        intent = get_gateway().retrieve_intent(payment.gateway_intent_id)
+    except GatewayError as exc:
+        raise ServiceError("We couldn't start the payment. Please try again in a moment.") from exc
+    return {"client_secret": intent.client_secret, "payment_id": payment.id}
+
+
+def payment_outcome(invoice_id: int, intent_id: str | None = None) -> dict:
+    """What the confirmation page says. With ``intent_id`` (Stripe's return), first bring that
+    intent's payment up to date -- only if it belongs to this invoice, else NotFound."""
+    payment = None
+    if intent_id:
+        payment = db.session.scalar(select(Payment).where(Payment.gateway_intent_id == intent_id,
+                                                          Payment.invoice_id == invoice_id))
+        if payment is None:
+            raise NotFound("No such payment for this invoice.")
+        try:
+            intent = get_gateway().retrieve_intent(intent_id)
+        except GatewayError:
+            intent = None  # the webhook or the reconciliation will bring the news
+        already_told = (intent is not None and intent.status == REQUIRES_PAYMENT_METHOD
+                        and payment.failure_code == intent.error_code)
+        if intent is not None and not already_told:  # a reload does not send a second failure notice
+            payment = apply_intent(intent)
+    else:
+        payment = db.session.scalar(select(Payment).where(Payment.invoice_id == invoice_id,
+                                                          Payment.gateway.is_not(None))
+                                    .order_by(Payment.id.desc()))
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    if (payment is not None and payment.status == "succeeded") or invoice.status == states.PAID:
+        state = "paid"
+    elif payment is not None and payment.status == "processing":
+        state = "processing"
+    elif payment is not None and (payment.status == "failed" or payment.failure_code):
+        state = "failed"
+    else:
+        state = "pending"
+    return {"state": state, "payment": payment, "invoice": invoice, "test_mode": bool(get_gateway().test_mode)}
+
+
+def refund_invoice_payment(invoice_id: int, payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refund:
+    """The staff invoice page's refund: the payment must belong to that invoice."""
+    if db.session.scalar(select(Payment.id).where(Payment.id == payment_id,
+                                                  Payment.invoice_id == invoice_id)) is None:
+        raise NotFound("No such payment on this invoice.")
+    return refund(payment_id, amount_text, reason, actor)

@@ -25,12 +25,14 @@ def init_app(app: Flask) -> None:
     from portal.web.pay import bp as pay_bp
     from portal.web.public import bp as public_bp
     from portal.web.staff import bp as staff_bp
+    from portal.web.webhooks import bp as webhooks_bp
 
     app.register_blueprint(public_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(staff_bp, url_prefix="/staff")
     app.register_blueprint(client_bp, url_prefix="/portal")
     app.register_blueprint(pay_bp)
+    app.register_blueprint(webhooks_bp)
 
     login_manager.user_loader(load_principal)
     login_manager.session_protection = "basic"

@@ -97,10 +97,10 @@ def test_the_guest_page_shows_the_branded_invoice(ana, vat, client):
     assert f"Due {due.strftime('%b')} {due.day}, {due.year}" in page
     assert "Thanks for your business." in page
     assert "Sent" in page
-    # Payment: not online yet (F3), but how to pay is there.
-    assert "Online payment arrives here soon" in page
-    assert FOOTER in page and f"quoting invoice {number}" in page
-    assert 'id="payment"' in html and "<form" not in html.split('id="payment"')[1].split("</section>")[0]
+    # Payment: online (the sandbox form, see test_guest_payment.py), and the bank details as well.
+    assert "Online payment arrives here soon" not in page
+    assert FOOTER in page and f"Quote invoice {number} as the reference" in page
+    assert 'id="payment"' in html and f'action="{link}/pay"' in html.split('id="payment"')[1].split("</section>")[0]
     # The download.
     assert f'href="{link}/pdf"' in html and "Download PDF" in page
 
@@ -168,7 +168,7 @@ def test_an_overdue_invoice_says_so(ana, vat, client, cli):
     assert cli.invoke(args=["portal", "tick", "--at", later.isoformat()]).exit_code == 0
     page = text_of(client.get(link))
     assert "Overdue." in page and "€1,197.00 was due" in page
-    assert "Online payment arrives here soon" in page
+    assert "Pay €1,197.00" in page
 
 
 def test_unknown_tokens_show_a_plain_not_found_page(ana, client):

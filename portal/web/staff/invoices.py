@@ -15,6 +15,7 @@ from jinja2_fragments.flask import render_blocks
 from portal.services import clients as client_service
 from portal.services import invoice_lists, invoice_pages
 from portal.services import invoices as invoice_service
+from portal.services import payments as payment_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
 from portal.services.invoices import DraftInput, InvoiceInvalid
@@ -173,13 +174,13 @@ def _editor(invoice, values: DraftInput, errors: dict | None = None, status: int
     return render(EDITOR, **context), status
 
 
-def _show(invoice, payment=None, payment_errors=None, status: int = 200):
+def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=None):
     context = invoice_service.document(invoice)
     return render(
         SHOW, actions=invoice_pages.allowed_actions(invoice),
         timeline=invoice_lists.invoice_timeline(invoice.id), payments=invoice_lists.invoice_payments(invoice.id),
         payment=payment or invoice_pages.payment_defaults(invoice), payment_errors=payment_errors or {},
-        methods=invoice_service.MANUAL_METHODS, logo_url=url_for("public.logo"), **context,
+        methods=invoice_service.MANUAL_METHODS, logo_url=url_for("public.logo"), refund=refund or {}, **context,
     ), status
 
 
@@ -374,3 +375,24 @@ def invoice_revoke_links(invoice_id: int):
 def invoice_pdf(invoice_id: int):
     """The PDF as a download named ``<number>.pdf``; a draft's says DRAFT on every page."""
     return downloads.invoice_pdf(_invoice_or_404(invoice_id))
+
+
+# Refunds (F3) ---------------------------------------------------------------------------------
+
+@bp.post("/invoices/<int:invoice_id>/payments/<int:payment_id>/refund")
+def invoice_refund(invoice_id: int, payment_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    typed = {"payment_id": payment_id, "amount": request.form.get("amount", "").strip()[:30],
+             "reason": request.form.get("reason", "").strip()[:500]}
+    try:
+        payment_service.refund_invoice_payment(invoice_id, payment_id, typed["amount"], typed["reason"],
+                                                      _actor())
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        if exc.field:
+            return _show(invoice, status=422, refund={**typed, "error": exc.message})
+        flash(exc.message, "error")
+        return _back(invoice_id)
+    flash("Refund recorded. The client is emailed about it.", "success")
+    return _back(invoice_id)
