@@ -78,6 +78,8 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
             raise ConfigError("SECRET_KEY must be a random value of at least 32 characters in production")
         if database_url.startswith("sqlite"):
             raise ConfigError("DATABASE_URL must point to PostgreSQL in production, not SQLite")
+        if not env.get("STRIPE_SECRET_KEY", "").strip():
+            raise ConfigError("PORTAL_ENV=production needs STRIPE_SECRET_KEY: the sandbox gateway is for test mode only")
 
     embedded_redis = not redis_url
     if not database_url:

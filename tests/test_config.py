@@ -20,6 +20,7 @@ GOOD = {
     "DATABASE_URL": "postgresql://portal@db.internal:5432/portal",
     "REDIS_URL": "redis://cache.internal:6379/0",
     "SECRET_KEY": secrets.token_hex(32),
+    "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24,
 }
 MISSING_SETS = [set(combo) for n in (1, 2, 3) for combo in itertools.combinations(REQUIRED, n)]
 
@@ -209,3 +210,12 @@ def test_sqlite_enforces_foreign_keys(sqlite_only, app):
     with pytest.raises(IntegrityError):
         db.session.commit()
     db.session.rollback()
+
+
+def test_the_sandbox_gateway_is_refused_in_production():
+    env = _production_env()
+    del env["STRIPE_SECRET_KEY"]
+    with pytest.raises(ConfigError) as caught:
+        from_environment(env)
+    assert "STRIPE_SECRET_KEY" in str(caught.value) and "sandbox" in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -180,16 +180,20 @@ def _money(amount: int, currency: str) -> str:
     return format_money(amount, currency, get_business().locale)
 
 
-def _client_email(invoice: Invoice, key: str, extra: str, payment: Payment) -> None:
+def _client_email(invoice: Invoice, key: str, extra: str, payment: Payment, label: str) -> None:
+    """Email the invoice's addressees, with a fresh link to the invoice page (status, PDF, pay)."""
     from portal.services import email_templates
+    from portal.services.links import external_url
 
     business = get_business()
+    raw = invoice_service.issue_guest_token(invoice)
+    link = external_url("pay.invoice", token=raw)
     for contact in [c for c in invoice.client.contacts if c.receives_invoices]:
-        variables = invoice_service.email_variables(invoice, contact.name, "")
+        variables = invoice_service.email_variables(invoice, contact.name, link)
         subject, body = email_templates.render(key, variables)
         queue_email(contact.email, "templated",
-                    {"business": business, "subject": subject, "body": body + extra, "link": None, "label": None},
-                    subject_type="invoice", subject_id=invoice.id)
+                    {"business": business, "subject": subject, "body": body + extra, "link": link, "label": label},
+                    subject_type="invoice", subject_id=invoice.id, redact=[raw])
 
 
 def _staff_email(invoice: Invoice, subject: str, body: str) -> None:
@@ -207,7 +211,7 @@ def _receipt(invoice: Invoice, payment: Payment) -> None:
     extra = (f"\n\nAmount paid: {paid}\nMethod: {payment.method_label}\n"
              f"Date: {payment.received_on.isoformat()}\nInvoice: {invoice.number}")
     if business.notify_payment_receipt:
-        _client_email(invoice, "payment_receipt", extra, payment)
+        _client_email(invoice, "payment_receipt", extra, payment, "View receipt and invoice PDF")
     if business.notify_staff_on_payment:
         _staff_email(invoice, f"Payment received: {invoice.number} ({paid})",
                      f"{invoice.client.name} paid {paid} on invoice {invoice.number} by {payment.method_label}.")
@@ -218,7 +222,7 @@ def _notify_failure(payment: Payment, actor: Actor) -> None:
     record_event("invoice.payment_failed", "invoice", invoice.id, actor,
                  data={"payment_id": payment.id, "code": payment.failure_code, "message": payment.failure_message})
     _client_email(invoice, "payment_failed", f"\n\nReason: {payment.failure_message or payment.failure_code}",
-                  payment)
+                  payment, "Pay the invoice")
     if get_business().notify_staff_on_payment:
         _staff_email(invoice, f"Payment failed: {invoice.number}",
                      f"A payment of {_money(payment.amount, payment.currency)} for invoice {invoice.number} "
