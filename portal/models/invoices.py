@@ -72,6 +72,10 @@ class Invoice(db.Model):
         Index("ix_invoice_client_status", "client_id", "status"),
         Index("ix_invoice_issue_date", "issue_date"),
         Index("ix_invoice_created", "created_at"),
+        # The list's per-status totals read only this index (index-only scan on PostgreSQL).
+        Index("ix_invoice_status_totals", "status", "currency", "amount_due"),
+        Index("ix_invoice_total", "total"),
+        Index("ix_invoice_amount_due", "amount_due"),
     )
 
     @property
