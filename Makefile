@@ -28,9 +28,15 @@ install: $(STAMP)
 run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m portal.launcher
 
+# Both databases at once (two cores): SQLite's report is printed after PostgreSQL's.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(BIN)/python -m pytest --db=postgresql $(PYTEST_ARGS)
+	@mkdir -p .test-logs && rm -f .test-logs/sqlite.rc
+	@( $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) > .test-logs/sqlite.log 2>&1; \
+	   echo $$? > .test-logs/sqlite.rc.tmp; mv .test-logs/sqlite.rc.tmp .test-logs/sqlite.rc ) &
+	@$(BIN)/python -m pytest -p no:cacheprovider --db=postgresql $(PYTEST_ARGS); pg=$$?; \
+	  while [ ! -f .test-logs/sqlite.rc ]; do sleep 1; done; \
+	  echo "===== SQLite run ====="; cat .test-logs/sqlite.log; sl=$$(cat .test-logs/sqlite.rc); rm -f .test-logs/sqlite.rc; \
+	  echo "make test: PostgreSQL exit $$pg, SQLite exit $$sl"; [ $$pg -eq 0 ] && [ $$sl -eq 0 ]
 
 test-sqlite: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,4 +45,4 @@ test-postgres: $(TEST_STAMP)
 	$(BIN)/python -m pytest --db=postgresql $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache .test-logs
