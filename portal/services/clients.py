@@ -151,3 +151,46 @@ def client_timeline(client: Client, limit: int = 50):
         )
     ).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
     return db.session.scalars(query).all()
+
+
+# Billing on the client page (F2) -------------------------------------------------------
+
+CLIENT_PAGE_INVOICES = 25
+
+
+def client_balance(client: Client) -> dict[str, int]:
+    """What the client owes: the amount due on its sent and overdue invoices, per currency (minor units)."""
+    from portal.billing import states
+    from portal.models import Invoice
+
+    rows = db.session.execute(
+        select(Invoice.currency, func.coalesce(func.sum(Invoice.amount_due), 0))
+        .where(Invoice.client_id == client.id, Invoice.status.in_((states.OPEN, states.OVERDUE)))
+        .group_by(Invoice.currency).order_by(Invoice.currency)
+    ).all()
+    return {currency: int(due) for currency, due in rows if int(due) != 0}
+
+
+def client_invoices(client: Client, limit: int = CLIENT_PAGE_INVOICES) -> tuple[list, int]:
+    """The client's most recent invoices (drafts included, for staff) and how many it has in all."""
+    from portal.models import Invoice
+
+    invoices = db.session.scalars(
+        select(Invoice).where(Invoice.client_id == client.id)
+        .order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit)
+    ).all()
+    total = db.session.scalar(select(func.count()).select_from(Invoice).where(Invoice.client_id == client.id))
+    return list(invoices), int(total or 0)
+
+
+def client_billing(client: Client) -> dict:
+    """Everything the client page shows about billing: invoices, open charges and the balance."""
+    from portal.services.charges import open_charges_summary
+
+    invoices, invoice_count = client_invoices(client)
+    return {
+        "invoices": invoices,
+        "invoice_count": invoice_count,
+        "charges": open_charges_summary(client),
+        "balance": client_balance(client),
+    }

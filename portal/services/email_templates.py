@@ -145,3 +145,68 @@ def reset(key: str, actor: Actor) -> None:
                      before={"subject": row.subject, "body": row.body}, data={"key": key})
         db.session.delete(row)
         commit()
+
+
+# Hardening (F2) -------------------------------------------------------------------------
+# The sandbox alone still lets a template print internals (``{{ self }}`` shows a
+# TemplateReference, ``{{ range }}`` a function) and spend unbounded memory or time
+# (``{{ customer_name * 10**9 }}``, nested loops, ``|center(10**9)``). Any staff member can
+# preview, so templates are held to what an email needs: the documented variables, literal
+# text, ``{% if %}``, comparisons and a few harmless filters. Anything else is refused
+# before it runs, and only text and numbers may be printed.
+
+from decimal import Decimal as _Decimal  # noqa: E402
+
+from jinja2 import nodes as _nodes  # noqa: E402
+from jinja2.exceptions import SecurityError as _SecurityError  # noqa: E402
+from jinja2.exceptions import TemplateSyntaxError as _TemplateSyntaxError  # noqa: E402
+
+ALLOWED_FILTERS = ("upper", "lower", "title", "capitalize", "trim", "default", "d")
+_ALLOWED_NODES = (
+    _nodes.Template, _nodes.Output, _nodes.TemplateData, _nodes.If, _nodes.Name, _nodes.Const, _nodes.Filter,
+    _nodes.Test, _nodes.Concat, _nodes.Compare, _nodes.Operand, _nodes.And, _nodes.Or, _nodes.Not,
+    _nodes.CondExpr, _nodes.Keyword,
+)
+_ALLOWED_TESTS = ("defined", "undefined", "none", "string", "number", "eq", "ne", "equalto", "in")
+
+
+def _printable(value):
+    if value is None or isinstance(value, (str, int, float, _Decimal)):
+        return value
+    raise _SecurityError(f"only text can be printed, not a {type(value).__name__}")
+
+
+def _describe(node) -> str:
+    if isinstance(node, (_nodes.Getattr, _nodes.Getitem)):
+        return "reading attributes or items of a variable is not allowed"
+    if isinstance(node, _nodes.Call):
+        return "calling functions or methods is not allowed"
+    if isinstance(node, (_nodes.For, _nodes.Macro, _nodes.CallBlock, _nodes.Assign, _nodes.AssignBlock,
+                         _nodes.Include, _nodes.Import, _nodes.FromImport, _nodes.Extends, _nodes.Block,
+                         _nodes.FilterBlock, _nodes.With, _nodes.Scope, _nodes.ScopedEvalContextModifier)):
+        return f"{{% {type(node).__name__.lower()} %}} is not supported; use the variables and {{% if %}}"
+    return f"{type(node).__name__.lower()} expressions are not supported"
+
+
+class _EmailSandbox(SandboxedEnvironment):
+    """The sandbox, narrowed to the documented variables and harmless constructs."""
+
+    def _parse(self, source, name, filename):
+        tree = super()._parse(source, name, filename)
+        for node in tree.find_all(_nodes.Node):
+            lineno = getattr(node, "lineno", 1) or 1
+            if not isinstance(node, _ALLOWED_NODES):
+                raise _TemplateSyntaxError(_describe(node), lineno, name, filename)
+            if isinstance(node, _nodes.Name) and node.name not in VARIABLES:
+                raise _TemplateSyntaxError(f"{node.name!r} is not one of the variables", lineno, name, filename)
+            if isinstance(node, _nodes.Filter) and node.name not in ALLOWED_FILTERS:
+                raise _TemplateSyntaxError(f"the filter {node.name!r} is not available", lineno, name, filename)
+            if isinstance(node, _nodes.Test) and node.name not in _ALLOWED_TESTS:
+                raise _TemplateSyntaxError(f"the test {node.name!r} is not available", lineno, name, filename)
+            if isinstance(node, _nodes.Const) and isinstance(node.value, str) and len(node.value) > 1000:
+                raise _TemplateSyntaxError("that text is too long for an expression", lineno, name, filename)
+        return tree
+
+
+_env = _EmailSandbox(undefined=StrictUndefined, autoescape=False, finalize=_printable)
+_env.globals.clear()

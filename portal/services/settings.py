@@ -11,7 +11,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Business
 from portal.services.errors import ServiceError
-from portal.services.events import Actor, commit, record_event
+from portal.services.events import Actor, commit, record_event, rollback
 
 # Uploads are raster images, recognised by their first bytes (not by what the
 # browser claims): an uploaded SVG could carry scripts.
@@ -24,7 +24,11 @@ LOGO_MAX_BYTES = 512 * 1024
 EDITABLE = (
     "name", "legal_name", "email", "phone", "website", "address", "tax_id", "brand_color",
     "currency", "timezone", "locale", "invoice_number_format", "payment_terms_days", "invoice_footer",
+    "invoice_next_number", "invoice_memo", "notify_invoice_ready", "notify_payment_receipt",
+    "notify_staff_on_payment",
 )
+NOTIFY_TOGGLES = ("notify_invoice_ready", "notify_payment_receipt", "notify_staff_on_payment")
+MAX_INVOICE_NUMBER = 2_000_000_000
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -76,13 +80,42 @@ def validate(values: dict) -> dict[str, str]:
         days = values.get("payment_terms_days")
         if not isinstance(days, int) or not 0 <= days <= 365:
             errors["payment_terms_days"] = "Use a number of days between 0 and 365."
+    if "invoice_memo" in values and len(values.get("invoice_memo") or "") > 5000:
+        errors["invoice_memo"] = "Keep the memo under 5,000 characters."
+    if "invoice_footer" in values and len(values.get("invoice_footer") or "") > 2000:
+        errors["invoice_footer"] = "Keep the footer under 2,000 characters."
+    for toggle in NOTIFY_TOGGLES:
+        if toggle in values and not isinstance(values[toggle], bool):
+            errors[toggle] = "Choose on or off."
+    if "invoice_next_number" in values:
+        number = values.get("invoice_next_number")
+        used = highest_invoice_sequence()
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_INVOICE_NUMBER:
+            errors["invoice_next_number"] = "Use a whole number, 1 or more."
+        elif number <= used:
+            errors["invoice_next_number"] = (
+                f"Invoice numbers up to {used} are already used: the next number must be {used + 1} or higher.")
     return errors
+
+
+def highest_invoice_sequence() -> int:
+    """The highest sequence number a finalized invoice already has (0 if none)."""
+    from sqlalchemy import func
+
+    from portal.models import Invoice
+
+    return int(db.session.scalar(select(func.max(Invoice.sequence_number))) or 0)
 
 
 def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None = None,
                     remove_logo: bool = False) -> Business:
     """Save settings. Raises ServiceError (with ``errors``) and changes nothing if any value is bad."""
     values = {k: v for k, v in values.items() if k in EDITABLE}
+    if "invoice_next_number" in values:
+        # Hold the business row (the numbering counter) first, as finalizing does: an invoice
+        # numbered meanwhile is then committed and seen by the check below, never skipped over.
+        db.session.scalar(select(Business).order_by(Business.id).limit(1).with_for_update()
+                          .execution_options(populate_existing=True))
     errors = validate(values)
     if logo is not None:
         data, _claimed_type = logo
@@ -94,6 +127,7 @@ def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None =
         else:
             logo = (data, detected)
     if errors:
+        rollback()
         error = ServiceError("Some settings could not be saved.")
         error.errors = errors
         raise error

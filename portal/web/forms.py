@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import (BooleanField, EmailField, IntegerField, PasswordField, SelectChoice, SelectField, StringField,
-                     TextAreaField)
-from wtforms.validators import DataRequired, Email, EqualTo, Length, NumberRange, Optional, Regexp
+from wtforms import (BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectChoice, SelectField,
+                     StringField, TextAreaField)
+from wtforms.validators import (DataRequired, Email, EqualTo, Length, NumberRange, Optional, Regexp,
+                                StopValidation)
 
 from portal.services.passwords import MIN_LENGTH
 
@@ -59,6 +60,32 @@ class NewClientForm(ClientForm):
     contact_receives_invoices = BooleanField("Receives invoices", default=True)
 
 
+class _RequiredUnless:
+    """Required, unless another field has a given value (then the field is ignored)."""
+
+    def __init__(self, other: str, value: str, message: str):
+        self.other, self.value, self.message = other, value, message
+
+    def __call__(self, form, field):
+        if form[self.other].data == self.value:
+            field.errors[:] = []
+            raise StopValidation()
+        if field.data is None and not field.process_errors:
+            raise StopValidation(self.message)
+        if field.process_errors:
+            field.errors[:] = []
+            raise StopValidation(self.message)
+
+
+def _whole_number(message: str):
+    """One clear message for text that is not a whole number (instead of WTForms' own)."""
+    def check(form, field):
+        if field.process_errors:
+            field.errors[:] = []
+            raise StopValidation(message)
+    return check
+
+
 class SettingsForm(FlaskForm):
     name = StringField("Business name", validators=[DataRequired(message="Enter the business name."),
                                                     Length(max=200)])
@@ -74,9 +101,23 @@ class SettingsForm(FlaskForm):
     timezone = StringField("Timezone", validators=[DataRequired(), Length(max=64)])
     locale = StringField("Locale", validators=[DataRequired(), Length(max=16)])
     invoice_number_format = StringField("Invoice number format", validators=[DataRequired(), Length(max=64)])
+    payment_terms = SelectField("Default payment terms", choices=[
+        SelectChoice("net", "Net N days (due N days after the invoice date)"),
+        SelectChoice("receipt", "Due on receipt"),
+    ], default="net")
     payment_terms_days = IntegerField("Payment terms (days)", validators=[
-        DataRequired(message="Enter a number of days."), NumberRange(min=0, max=365)])
+        _RequiredUnless("payment_terms", "receipt", message="Enter a number of days."), NumberRange(min=0, max=365)],
+        description="Used with Net N days.")
+    invoice_next_number = IntegerField("Next invoice number", validators=[
+        Optional(), _whole_number("Use a whole number, 1 or more."),
+        NumberRange(min=1, max=2_000_000_000, message="Use a whole number, 1 or more.")])
+    invoice_next_number_was = HiddenField()  # what the page showed: an unchanged number is not re-checked
+    invoice_memo = TextAreaField("Default memo", validators=[Optional(), Length(max=5000)],
+                                 description="Printed on new invoices; staff can change it per invoice.")
     invoice_footer = TextAreaField("Invoice footer", validators=[Optional(), Length(max=2000)])
+    notify_invoice_ready = BooleanField("Email billing contacts when an invoice is ready without being sent")
+    notify_payment_receipt = BooleanField("Email a receipt to the client when a payment is recorded")
+    notify_staff_on_payment = BooleanField("Email staff when a payment arrives")
     logo = FileField("Logo", description="PNG, JPEG, GIF or WebP, up to 512 KB.")
     remove_logo = BooleanField("Remove the logo")
 

@@ -6,4 +6,4 @@ from portal.web.guards import require_staff
 bp = Blueprint("staff", __name__)
 bp.before_request(require_staff)
 
-from portal.web.staff import clients, dashboard, emails, settings  # noqa: E402,F401
+from portal.web.staff import catalogue, charges, clients, dashboard, email_templates, emails, invoices, settings  # noqa: E402,F401

@@ -69,7 +69,7 @@ def client_new():
 def client_detail(client_id: int):
     client = _client_or_404(client_id)
     return render("staff/client_detail.html", client=client, timeline=client_service.client_timeline(client),
-                  link_form=PortalLinkForm(), portal_link=None)
+                  link_form=PortalLinkForm(), portal_link=None, billing=client_service.client_billing(client))
 
 
 @bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])
@@ -149,7 +149,8 @@ def contact_portal_link(client_id: int, contact_id: int):
             return redirect(url_for("staff.client_detail", client_id=client_id))
     return render("staff/client_detail.html", block="portal_link", client=client,
                   timeline=client_service.client_timeline(client), link_form=PortalLinkForm(formdata=None),
-                  portal_link={"contact": contact, "url": link, "sent": bool(form.send.data)})
+                  portal_link={"contact": contact, "url": link, "sent": bool(form.send.data)},
+                  billing=client_service.client_billing(client))
 
 
 @bp.post("/clients/<int:client_id>/contacts/<int:contact_id>/revoke")

@@ -18,7 +18,8 @@ FIELDS = settings_service.EDITABLE
 @bp.route("/settings", methods=["GET", "POST"])
 def settings():
     business = settings_service.get_business()
-    form = SettingsForm(obj=business)
+    form = SettingsForm(obj=business, payment_terms="receipt" if business.payment_terms_days == 0 else "net",
+                        invoice_next_number_was=str(business.invoice_next_number))
     if request.method == "POST":
         require_owner()
         if form.validate_on_submit():
@@ -29,6 +30,12 @@ def settings():
                 logo = (upload.read(settings_service.LOGO_MAX_BYTES + 1), upload.mimetype)
             values = {name: getattr(form, name).data for name in FIELDS}
             values["currency"] = (values.get("currency") or "").upper()
+            if form.payment_terms.data == "receipt":
+                values["payment_terms_days"] = 0
+            # The next number is checked (and the counter held) only when the owner changed it.
+            if form.invoice_next_number.data is None or \
+                    str(form.invoice_next_number.data) == (form.invoice_next_number_was.data or ""):
+                values.pop("invoice_next_number", None)
             try:
                 settings_service.update_business(values, Actor.of(current_user), logo=logo,
                                                  remove_logo=form.remove_logo.data)
@@ -38,5 +45,6 @@ def settings():
             else:
                 flash("Settings saved.", "success")
                 return redirect(url_for("staff.settings"))
-        return render("staff/settings.html", form=form), 422
-    return render("staff/settings.html", form=form)
+        return render("staff/settings.html", form=form,
+                      used_up_to=settings_service.highest_invoice_sequence()), 422
+    return render("staff/settings.html", form=form, used_up_to=settings_service.highest_invoice_sequence())
