@@ -37,6 +37,10 @@ class Business(db.Model):
     notify_invoice_ready: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     notify_payment_receipt: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     notify_staff_on_payment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Online payment methods offered on the payment page (where the currency allows them).
+    accept_card: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    accept_sepa_debit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    accept_us_bank_account: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     @property

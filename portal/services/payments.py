@@ -40,11 +40,12 @@ RECONCILE_AFTER = timedelta(minutes=10)
 
 
 def methods_for(currency: str) -> list[str]:
-    """Card always; bank debits where they exist for the currency."""
-    methods = ["card"]
-    if currency == "EUR":
+    """The methods enabled in settings that exist for the currency (bank debits are per currency)."""
+    business = get_business()
+    methods = ["card"] if business.accept_card else []
+    if currency == "EUR" and business.accept_sepa_debit:
         methods.append("sepa_debit")
-    if currency == "USD":
+    if currency == "USD" and business.accept_us_bank_account:
         methods.append("us_bank_account")
     return methods
 

@@ -25,7 +25,7 @@ EDITABLE = (
     "name", "legal_name", "email", "phone", "website", "address", "tax_id", "brand_color",
     "currency", "timezone", "locale", "invoice_number_format", "payment_terms_days", "invoice_footer",
     "invoice_next_number", "invoice_memo", "notify_invoice_ready", "notify_payment_receipt",
-    "notify_staff_on_payment",
+    "notify_staff_on_payment", "accept_card", "accept_sepa_debit", "accept_us_bank_account",
 )
 NOTIFY_TOGGLES = ("notify_invoice_ready", "notify_payment_receipt", "notify_staff_on_payment")
 MAX_INVOICE_NUMBER = 2_000_000_000
@@ -95,6 +95,9 @@ def validate(values: dict) -> dict[str, str]:
         elif number <= used:
             errors["invoice_next_number"] = (
                 f"Invoice numbers up to {used} are already used: the next number must be {used + 1} or higher.")
+    methods = ("accept_card", "accept_sepa_debit", "accept_us_bank_account")
+    if all(key in values for key in methods) and not any(values[key] for key in methods):
+        errors["accept_card"] = "Offer at least one way to pay online."
     return errors
 
 

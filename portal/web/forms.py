@@ -118,6 +118,9 @@ class SettingsForm(FlaskForm):
     notify_invoice_ready = BooleanField("Email billing contacts when an invoice is ready without being sent")
     notify_payment_receipt = BooleanField("Email a receipt to the client when a payment is recorded")
     notify_staff_on_payment = BooleanField("Email staff when a payment arrives")
+    accept_card = BooleanField("Cards")
+    accept_sepa_debit = BooleanField("SEPA Direct Debit (EUR invoices)")
+    accept_us_bank_account = BooleanField("US bank account, ACH debit (USD invoices)")
     logo = FileField("Logo", description="PNG, JPEG, GIF or WebP, up to 512 KB.")
     remove_logo = BooleanField("Remove the logo")
 

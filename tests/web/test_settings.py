@@ -47,6 +47,7 @@ VALID = {
     "invoice_number_format": "HC-{year}-{seq:04d}",
     "payment_terms_days": "21",
     "invoice_footer": "Thanks for your business.",
+    "accept_card": "y",  # the checkboxes a browser sends as ticked
 }
 
 

@@ -22,7 +22,7 @@ FORM = {
     "locale": "en_IE", "invoice_number_format": "INV-{seq:04d}", "payment_terms": "net",
     "payment_terms_days": "30", "invoice_next_number": "1", "invoice_next_number_was": "1",
     "invoice_memo": "", "invoice_footer": "", "notify_invoice_ready": "y", "notify_payment_receipt": "y",
-    "notify_staff_on_payment": "y",
+    "notify_staff_on_payment": "y", "accept_card": "y", "accept_sepa_debit": "y", "accept_us_bank_account": "y",
 }
 
 
