@@ -58,6 +58,9 @@ class StripeGateway:
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> StripeGateway:
         """Build from the portal's settings (``STRIPE_SECRET_KEY``, ``STRIPE_WEBHOOK_SECRET``,
         ``STRIPE_API_BASE``)."""
+        # A payer waits on these calls: 10 s per try and one automatic retry (same idempotency key).
+        kwargs.setdefault("timeout", float(config.get("STRIPE_TIMEOUT_SECONDS") or 10))
+        kwargs.setdefault("max_network_retries", 1)
         return cls(config["STRIPE_SECRET_KEY"], config.get("STRIPE_WEBHOOK_SECRET"),
                    api_base=config.get("STRIPE_API_BASE"), **kwargs)
 
