@@ -58,7 +58,7 @@ class Charge(db.Model):
     unit_price: Mapped[int] = mapped_column()
     currency: Mapped[str] = mapped_column(String(3))
     tax_rate_id: Mapped[int | None] = mapped_column(ForeignKey("tax_rate.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(10), default="open")  # open, invoiced
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open, drafted, billed
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
