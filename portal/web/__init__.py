@@ -14,8 +14,9 @@ from portal.extensions import login_manager
 from portal.services.auth import load_principal
 from portal.services.settings import get_business, readable_text_color
 
-STRIPE_SCRIPT = "https://js.stripe.com"
-STRIPE_FRAMES = "https://js.stripe.com https://hooks.stripe.com"
+# Stripe's documented CSP for Stripe.js and the Payment Element, and nothing else.
+STRIPE_SCRIPT = "https://js.stripe.com https://*.js.stripe.com"
+STRIPE_FRAMES = "https://js.stripe.com https://*.js.stripe.com https://hooks.stripe.com"
 STRIPE_API = "https://api.stripe.com"
 
 

@@ -114,10 +114,10 @@ def test_client_contact_sees_branded_portal(page, problems, make):
     expect(page.locator(".topbar .brand-name")).to_have_text("Tidewater Studio")
     expect(page).to_have_title(re.compile("Tidewater Studio"))
 
-    background = band.evaluate("el => getComputedStyle(el).backgroundColor")
-    assert background == BRAND_RGB
+    # to_have_css retries until the stylesheets have loaded (the URL can change before they do).
+    expect(band).to_have_css("background-color", BRAND_RGB)
     # Text on the band stays readable: white on this dark teal.
-    assert band.locator("h1").evaluate("el => getComputedStyle(el).color") == "rgb(255, 255, 255)"
+    expect(band.locator("h1")).to_have_css("color", "rgb(255, 255, 255)")
 
     # A client is not staff.
     problems.expect_error_status(403, "/staff/")

@@ -230,10 +230,11 @@ def test_pages_send_a_strict_content_security_policy(path, who, make, client, au
     assert csp["frame-ancestors"] == ["'none'"]
     assert csp["script-src"][0] == "'self'"
     assert "https://js.stripe.com" in csp["script-src"]
-    assert set(csp["script-src"]) <= {"'self'", "https://js.stripe.com"}
+    assert set(csp["script-src"]) <= {"'self'", "https://js.stripe.com", "https://*.js.stripe.com"}
     for directive in ("script-src", "default-src"):
         assert "'unsafe-inline'" not in csp.get(directive, []) and "'unsafe-eval'" not in csp.get(directive, [])
-    assert set(csp["frame-src"]) <= {"'self'", "https://js.stripe.com", "https://hooks.stripe.com"}
+    assert set(csp["frame-src"]) <= {"'self'", "https://js.stripe.com", "https://*.js.stripe.com",
+                                     "https://hooks.stripe.com"}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "HX-Request" in response.headers.get("Vary", "")
     # The page needs no inline script, so the policy does not break it.
