@@ -211,9 +211,11 @@ def create_draft(client: Client, actor: Actor, charge_ids: list[int] | None = No
             query = query.where(Charge.id.in_(charge_ids or []))
         charges = db.session.scalars(query.order_by(Charge.id)).all()
         if not charges:
+            db.session.rollback()
             raise ServiceError("There are no open charges to invoice.")
         currencies = {c.currency for c in charges}
         if len(currencies) > 1:
+            db.session.rollback()
             raise ServiceError("The selected charges are in different currencies; invoice them separately.")
         invoice.currency = currencies.pop()
         for position, charge in enumerate(charges):
@@ -293,7 +295,9 @@ def save_draft(invoice: Invoice, data: DraftInput, actor: Actor) -> Invoice:
     invoice.footer = (data.footer or "").strip() or None
     for key, value in _discount_columns(discount).items():
         setattr(invoice, key, value)
-    kept_charges = {ln.charge_id for ln in lines if ln.charge_id}
+    # Only charges this draft already holds can stay on it; a typed-in charge id attaches nothing.
+    held = {old.charge_id for old in invoice.lines if old.charge_id}
+    kept_charges = {ln.charge_id for ln in lines if ln.charge_id} & held
     for old in list(invoice.lines):
         if old.charge_id and old.charge_id not in kept_charges:
             _release_charge(old.charge_id)
@@ -333,6 +337,15 @@ def delete_draft(invoice: Invoice, actor: Actor) -> None:
     commit()
 
 
+def _locked(invoice: Invoice) -> Invoice:
+    """Re-read the invoice under a row lock (fresh values), so a double click or two staff
+    acting at once see each other's change instead of overwriting it."""
+    return db.session.scalar(
+        select(Invoice).where(Invoice.id == invoice.id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 # Finalize & lock ------------------------------------------------------------------------
 
 def _take_number() -> tuple[int, str]:
@@ -367,6 +380,7 @@ def _snapshot_business(business: Business) -> dict:
 
 def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice:
     """Number, freeze and lock a draft. After this, its money cannot change."""
+    invoice = _locked(invoice)
     if invoice.status != states.DRAFT:
         raise ServiceError(f"This invoice is already {invoice.status_label.lower()}.")
     if not invoice.lines:
@@ -452,6 +466,7 @@ def revoke_guest_tokens(invoice: Invoice, actor: Actor) -> int:
 # Void, replace -------------------------------------------------------------------------------
 
 def void(invoice: Invoice, actor: Actor, reason: str = "") -> Invoice:
+    invoice = _locked(invoice)
     before = invoice.status
     try:
         invoice.status = states.transition(invoice.status, "void")
@@ -498,6 +513,7 @@ def replace(invoice: Invoice, actor: Actor) -> Invoice:
 def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
                           reference: str, actor: Actor) -> Payment:
     """Record money received outside the portal. Partial payments allowed; more than is due is refused."""
+    invoice = _locked(invoice)  # the amount due is checked and changed under the lock
     errors: dict[str, str] = {}
     if invoice.status not in states.PAYABLE:
         raise ServiceError(f"An invoice that is {invoice.status_label.lower()} takes no payments.")

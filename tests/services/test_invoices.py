@@ -213,3 +213,19 @@ def test_finalize_and_lock_emails_only_when_the_ready_notification_is_on(make, v
     invoices.make_ready(told, STAFF)
     assert run_worker() == 1
     assert smtp_server.to("ana@acme.example")
+
+
+def test_a_typed_in_charge_id_attaches_nothing(client_a, vat, make):
+    other = make.client(name="Other Co", contacts=[{"name": "O", "email": "o@other.example",
+                                                     "receives_invoices": True}])
+    foreign = Charge(client_id=other.id, description="Theirs", quantity=Decimal(1), unit_price=100,
+                     currency="EUR", status="open")
+    db.session.add(foreign)
+    db.session.commit()
+    draft = invoices.create_draft(client_a, STAFF)
+    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
+        {"description": "Mine", "quantity": "1", "unit_price": "1.00", "charge_id": str(foreign.id)}]), STAFF)
+    invoices.finalize(draft, STAFF)
+    db.session.expire_all()
+    assert db.session.get(Charge, foreign.id).status == "open"
+    assert db.session.get(Invoice, draft.id).lines[0].charge_id is None
