@@ -235,3 +235,36 @@ def revoke_portal_access(contact: Contact, actor: Actor) -> None:
         tokens.revoke_all(purpose, contact)
     record_event("contact.portal_access_revoked", "contact", contact.id, actor)
     commit()
+
+
+# The client portal's profile page (/portal/profile) ----------------------------------------------
+# Added for F4 (client portal): a contact edits their own name and phone and changes their password.
+
+def update_own_profile(contact: Contact, name: str, phone: str) -> Contact:
+    """The signed-in contact's own name and phone (the email is staff's to change)."""
+    name, phone = (name or "").strip(), (phone or "").strip()
+    if not name:
+        raise ServiceError("Enter your name.", field="name")
+    if len(name) > 200:
+        raise ServiceError("Use at most 200 characters.", field="name")
+    if len(phone) > 50:
+        raise ServiceError("Use at most 50 characters.", field="phone")
+    before = {"name": contact.name, "phone": contact.phone}
+    contact.name, contact.phone = name, phone or None
+    after = {"name": contact.name, "phone": contact.phone}
+    if after != before:
+        record_event("contact.profile_updated", "contact", contact.id, Actor.of(contact), before=before, after=after,
+                     data={"client_id": contact.client_id})
+    commit()
+    return contact
+
+
+def change_own_password(contact: Contact, current: str, new: str) -> Contact:
+    """Change the signed-in contact's password: the current one is required; every other session ends
+    (the caller signs this session in again with the new nonce)."""
+    if not verify_password(contact.password_hash, current or ""):
+        raise ServiceError("That isn't your current password.", field="current_password")
+    _set_password(contact, new or "")
+    record_event("password.changed", "contact", contact.id, Actor.of(contact))
+    commit()
+    return contact

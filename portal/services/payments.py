@@ -86,7 +86,12 @@ def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
         try:
             gateway.cancel_intent(open_attempt.gateway_intent_id, f"{open_attempt.idempotency_key}-cancel")
         except GatewayError as exc:
+            # It may have been paid (or be settling) meanwhile: book what really happened, never drop it.
             log.warning("could not cancel stale intent %s: %s", open_attempt.gateway_intent_id, exc)
+            intent_id = open_attempt.gateway_intent_id
+            db.session.commit()  # release the invoice lock; apply_intent takes its own
+            apply_intent(gateway.retrieve_intent(intent_id))
+            raise ServiceError("This invoice's payment status just changed. Reload the page to see it.") from exc
         open_attempt.status = "canceled"
     attempt_no = db.session.scalar(select(func.count()).select_from(Payment).where(
         Payment.invoice_id == invoice.id, Payment.gateway.is_not(None))) + 1
@@ -136,7 +141,7 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
         raise NotFound(f"no payment for intent {intent.id}")
     before = payment.status
     if payment.status in ("succeeded", "canceled", "failed") and not (
-            payment.status == "failed" and intent.status == SUCCEEDED):
+            payment.status in ("failed", "canceled") and intent.status == SUCCEEDED):
         db.session.commit()
         return payment  # final: duplicates and late events change nothing
     if intent.payment_method_type:
@@ -148,10 +153,13 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
         record_event("payment.processing", "invoice", payment.invoice_id, actor,
                      data={"payment_id": payment.id, "method": payment.method})
     elif intent.status == REQUIRES_PAYMENT_METHOD and intent.error_code:
+        # The same decline seen again (reconciliation, a repeated webhook) is not news: tell once.
+        already_told = before == "pending" and payment.failure_code == intent.error_code
         payment.failure_code, payment.failure_message = intent.error_code, intent.error_message
         if before == "processing":
             payment.status = "failed"  # a debit that bounced: that attempt is over
-        _notify_failure(payment, actor)
+        if not already_told:
+            _notify_failure(payment, actor)
     elif intent.status == CANCELED:
         payment.status = "canceled"
         record_event("payment.canceled", "invoice", payment.invoice_id, actor, data={"payment_id": payment.id})
@@ -432,3 +440,36 @@ def refund_invoice_payment(invoice_id: int, payment_id: int, amount_text: str, r
                                                   Payment.invoice_id == invoice_id)) is None:
         raise NotFound("No such payment on this invoice.")
     return refund(payment_id, amount_text, reason, actor)
+
+
+# The client portal's payment history (/portal/payments) ------------------------------------------
+# Added for F4 (client portal): read-only, scoped to one client.
+
+PORTAL_HISTORY_PAGE_SIZE = 20
+
+
+def client_payment_history(client_id: int, page: int = 1, per_page: int = PORTAL_HISTORY_PAGE_SIZE) -> dict:
+    """One page of a client's payments (newest first, with their invoice) and the refunds on them.
+
+    Failed or abandoned gateway attempts that never moved money are left out: only payments that
+    succeeded, are processing, or were refunded appear."""
+    query = (
+        select(Payment)
+        .where(Payment.client_id == client_id, Payment.status.in_(("succeeded", "processing")))
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+    )
+    result = db.paginate(query, page=max(int(page or 1), 1), per_page=per_page, error_out=False)
+    invoice_ids = {payment.invoice_id for payment in result.items if payment.invoice_id is not None}
+    by_id = ({invoice.id: invoice for invoice in db.session.scalars(select(Invoice).where(Invoice.id.in_(invoice_ids)))}
+             if invoice_ids else {})
+    rows = [{"payment": payment, "invoice": by_id.get(payment.invoice_id)} for payment in result.items]
+    refunds = list(db.session.execute(
+        select(Refund, Payment, Invoice)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .outerjoin(Invoice, Invoice.id == Refund.invoice_id)
+        .where(Payment.client_id == client_id, Refund.status != "failed")
+        .order_by(Refund.created_at.desc(), Refund.id.desc())
+    ))
+    return {"pages": result, "payments": rows,
+            "refunds": [{"refund": refund, "payment": payment, "invoice": invoice}
+                        for refund, payment, invoice in refunds]}

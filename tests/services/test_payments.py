@@ -78,3 +78,30 @@ def test_refunds_follow_the_books_and_never_exceed_the_payment(invoice):
     payments.refund(payment.id, "70.00", "", STAFF)
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).refunded_amount == 10000
+
+
+def test_a_decline_is_reported_once_however_often_it_is_reconciled(invoice, cli, run_worker, smtp_server):
+    payment = payments.start_payment(invoice.id)
+    with pytest.raises(ServiceError):
+        payments.confirm_in_sandbox(payment, "card:4000000000000002")
+    for minutes in (11, 12, 13):
+        at = (clock.now() + timedelta(minutes=minutes)).isoformat()
+        assert cli.invoke(args=["portal", "tick", "--at", at]).exit_code == 0
+    failed = db.session.scalars(select(Event).where(Event.type == "invoice.payment_failed")).all()
+    assert len(failed) == 1
+    run_worker()
+    assert len([m for m in smtp_server.to("ana@acme.example") if "didn't go through" in m["Subject"]]) == 1
+
+
+def test_a_payment_taken_at_the_gateway_is_never_dropped_when_the_amount_changes(invoice):
+    from portal.gateways import get_gateway
+
+    payment = payments.start_payment(invoice.id)
+    # The payer's browser confirmed at the gateway; no webhook has arrived yet.
+    get_gateway().confirm_intent(payment.gateway_intent_id, "card:4242424242424242", "browser-confirm")
+    invoices.record_manual_payment(db.session.get(Invoice, invoice.id), "10.00", "cash", "", "", STAFF)
+    with pytest.raises(ServiceError):
+        payments.start_payment(invoice.id)  # would cancel the stale intent; finds it paid instead
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "succeeded"
+    assert db.session.get(Invoice, invoice.id).amount_paid == 10000 + 1000

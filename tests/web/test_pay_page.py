@@ -238,7 +238,9 @@ def test_the_portal_invoice_page_shows_the_document_and_downloads_the_pdf(ana, v
     response = client.get(f"/portal/invoices/{invoice_id}")
     page = text_of(response)
     assert f"Invoice {number}" in page and "Brand workshop" in page and "Total €1,197.00" in page
-    assert "Online payment arrives here soon" in page and FOOTER in page
+    # F4: the portal pays in place (the guest page's form); the bank details stay on offer
+    assert "Online payment arrives here soon" not in page and FOOTER in page
+    assert f'action="/portal/invoices/{invoice_id}/pay"' in response.get_data(as_text=True)
     assert f'href="/portal/invoices/{invoice_id}/pdf"' in response.get_data(as_text=True)
     assert views() == 0, "a client reading in the portal is not a guest-link view"
 

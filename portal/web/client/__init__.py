@@ -5,11 +5,14 @@ client's invoice, or a draft, is a 404.
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, request
-from flask_login import current_user
+from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
+from flask_login import current_user, login_user
 
+from portal.services import auth as auth_service
 from portal.services import invoices as invoice_service
-from portal.services.errors import NotFound
+from portal.services import payments
+from portal.services.errors import NotFound, ServiceError
+from portal.web.client.forms import ChangePasswordForm, ProfileForm
 from portal.web.downloads import invoice_pdf
 from portal.web.guards import require_contact
 from portal.web.rendering import render
@@ -42,12 +45,113 @@ def invoices():
     return render("client/invoices.html", block="invoice_rows", invoices=result)
 
 
+_PAY_FIELDS = ("method", "card_number", "expiry", "cvc", "account")
+
+
+def _invoice_page(invoice, typed: dict | None = None, error: ServiceError | None = None,
+                  stripe: dict | None = None, status: int = 200):
+    context = invoice_service.client_document(invoice)
+    context.update(payments.checkout_options(invoice))
+    html = render("client/invoice.html", typed=typed or {"method": "card"}, pay_error=error, stripe=stripe,
+                  publishable_key=current_app.config.get("STRIPE_PUBLISHABLE_KEY"),
+                  pay_action=url_for("client.pay", invoice_id=invoice.id),
+                  return_url=url_for("client.payment_done", invoice_id=invoice.id, _external=True), **context)
+    return html, status
+
+
 @bp.get("/invoices/<int:invoice_id>")
 def invoice(invoice_id: int):
+    return _invoice_page(_invoice_or_404(invoice_id))
+
+
+@bp.post("/invoices/<int:invoice_id>/pay")
+def pay(invoice_id: int):
+    """Pay in place: the same service as the guest page, on an invoice of the contact's own client."""
     found = _invoice_or_404(invoice_id)
-    return render("client/invoice.html", **invoice_service.client_document(found))
+    typed = {name: request.form.get(name, "").strip()[:64] for name in _PAY_FIELDS}
+    typed["method"] = typed["method"] or "card"
+    number = typed["card_number"] if typed["method"] == "card" else typed["account"]
+    try:
+        checkout = payments.guest_pay(found.id, typed["method"], number)
+    except ServiceError as exc:
+        return _invoice_page(found, typed, exc, status=422)
+    if checkout is not None:  # Stripe: the page now mounts the Payment Element for this intent
+        return _invoice_page(found, typed, stripe=checkout)
+    return redirect(url_for("client.payment_done", invoice_id=found.id), code=303)
+
+
+_OUTCOME_FLASH = {
+    "paid": ("Payment received. Thank you! A receipt is on its way to your email.", "success"),
+    "processing": ("Your bank payment is processing. The invoice shows as paid once it has cleared.", "info"),
+    "failed": ("Your payment didn't go through. Nothing was charged. You can try again.", "error"),
+    "pending": ("We haven't received your payment yet. Nothing has been charged.", "info"),
+}
+
+
+@bp.get("/invoices/<int:invoice_id>/paid")
+def payment_done(invoice_id: int):
+    """Where a payment lands (the sandbox's redirect, Stripe's return): say how it went, back on the invoice."""
+    found = _invoice_or_404(invoice_id)
+    intent_id = request.args.get("payment_intent", "")[:100] or None
+    try:
+        outcome = payments.payment_outcome(found.id, intent_id)
+    except NotFound:
+        abort(404)
+    message, category = _OUTCOME_FLASH[outcome["state"]]
+    flash(message, category)
+    return redirect(url_for("client.invoice", invoice_id=found.id), code=303)
 
 
 @bp.get("/invoices/<int:invoice_id>/pdf")
 def invoice_pdf_download(invoice_id: int):
     return invoice_pdf(_invoice_or_404(invoice_id))
+
+
+@bp.get("/payments")
+def payment_history():
+    page = request.args.get("page", 1, type=int)
+    history = payments.client_payment_history(current_user.client_id, page=page)
+    return render("client/payments.html", block="payment_rows", **history)
+
+
+def _profile_page(profile_form=None, password_form=None, status: int = 200):
+    contact = current_user._get_current_object()
+    profile_form = profile_form or ProfileForm(obj=contact, formdata=None)
+    password_form = password_form or ChangePasswordForm(formdata=None)
+    return render("client/profile.html", contact=contact, profile_form=profile_form,
+                  password_form=password_form), status
+
+
+@bp.get("/profile")
+def profile():
+    return _profile_page()
+
+
+@bp.post("/profile")
+def profile_save():
+    form = ProfileForm()
+    if form.validate_on_submit():
+        try:
+            auth_service.update_own_profile(current_user._get_current_object(), form.name.data, form.phone.data or "")
+        except ServiceError as exc:
+            getattr(form, exc.field or "name").errors = [exc.message]
+        else:
+            flash("Your details are saved.", "success")
+            return redirect(url_for("client.profile"), code=303)
+    return _profile_page(profile_form=form, status=422)
+
+
+@bp.post("/profile/password")
+def password_change():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        contact = current_user._get_current_object()
+        try:
+            auth_service.change_own_password(contact, form.current_password.data, form.password.data)
+        except ServiceError as exc:
+            getattr(form, exc.field or "password").errors = [exc.message]
+        else:
+            login_user(contact)  # the new nonce ended every session; keep this one signed in
+            flash("Your password is changed. Other devices were signed out.", "success")
+            return redirect(url_for("client.profile"), code=303)
+    return _profile_page(password_form=form, status=422)
