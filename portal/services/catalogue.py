@@ -20,7 +20,7 @@ from portal.services.events import Actor, commit, record_event
 from portal.services.settings import get_business
 
 MAX_PERCENT_PLACES = 4
-MAX_UNIT_PRICE = 10**13  # minor units; far above any real price, far below the column's limit
+MAX_UNIT_PRICE = 1_000_000_000  # minor units; money columns are 4-byte integers on PostgreSQL
 
 
 class CatalogueInvalid(ServiceError):
@@ -32,6 +32,24 @@ class CatalogueInvalid(ServiceError):
 
 
 # Reading ---------------------------------------------------------------------------
+
+
+def parse_price(text: str, currency: str, errors: dict, field: str = "unit_price") -> int | None:
+    """A typed price → minor units, or None with the reason in ``errors[field]``."""
+    try:
+        price = to_minor(text, currency)
+    except MoneyError as exc:
+        message = str(exc)
+        errors[field] = (message[0].upper() + message[1:] + ".") if "decimals" in message \
+            else "Enter the price, like 120.00."
+        return None
+    if price < 0:
+        errors[field] = "The price can't be negative."
+        return None
+    if price > MAX_UNIT_PRICE:
+        errors[field] = "That price is too large."
+        return None
+    return price
 
 def list_tax_rates(active_only: bool = False) -> list[TaxRate]:
     query = select(TaxRate).order_by(TaxRate.active.desc(), func.lower(TaxRate.name), TaxRate.id)
@@ -209,16 +227,7 @@ def _parse_service(values: dict, current: Service | None) -> tuple[dict, dict[st
     if not price_text:
         errors["unit_price"] = "Enter the price, like 120.00."
     elif "currency" not in errors:
-        try:
-            unit_price = to_minor(price_text, currency)
-            if unit_price < 0:
-                errors["unit_price"] = "The price can't be negative."
-            elif unit_price > MAX_UNIT_PRICE:
-                errors["unit_price"] = "That price is too large."
-        except MoneyError as exc:
-            message = str(exc)
-            errors["unit_price"] = (message[0].upper() + message[1:] + ".") if "decimals" in message \
-                else "Enter the price, like 120.00."
+        unit_price = parse_price(price_text, currency, errors)
     tax_rate_id = None
     tax_text = _text(values, "tax_rate_id")
     if tax_text:

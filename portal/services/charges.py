@@ -12,10 +12,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from portal.billing.invoice_math import Line, compute
-from portal.billing.money import MoneyError, to_major, to_minor, valid_currency
+from portal.billing.money import to_major, valid_currency
 from portal.extensions import db
 from portal.models import Charge, Client, Service, TaxRate
-from portal.services.catalogue import MAX_UNIT_PRICE, CatalogueInvalid
+from portal.services.catalogue import CatalogueInvalid, parse_price
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
 from portal.services.settings import get_business
@@ -122,16 +122,7 @@ def _parse(client: Client, values: dict) -> tuple[dict, dict[str, str]]:
     elif not price_text:
         errors["unit_price"] = "Enter the price, like 120.00."
     elif "currency" not in errors:
-        try:
-            unit_price = to_minor(price_text, currency)
-            if unit_price < 0:
-                errors["unit_price"] = "The price can't be negative."
-            elif unit_price > MAX_UNIT_PRICE:
-                errors["unit_price"] = "That price is too large."
-        except MoneyError as exc:
-            message = str(exc)
-            errors["unit_price"] = (message[0].upper() + message[1:] + ".") if "decimals" in message \
-                else "Enter the price, like 120.00."
+        unit_price = parse_price(price_text, currency, errors)
 
     tax_rate_id = None
     tax_text = _text(values, "tax_rate_id")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 
 from portal import clock
 from portal.billing import states
-from portal.billing.invoice_math import Discount, Line, TaxRate as TaxRule, compute
+from portal.billing.invoice_math import Discount, Line, TaxRate as TaxRule, amount_due, compute
 from portal.billing.money import MoneyError, to_minor, valid_currency
 from portal.extensions import db
 from portal.models import Business, Charge, Client, Invoice, InvoiceLine, InvoiceToken, Payment, Service, TaxRate
@@ -279,7 +279,7 @@ def _recompute(invoice: Invoice) -> None:
         {"name": t.name, "percent": str(t.percent), "inclusive": t.inclusive, "base": t.base, "amount": t.amount}
         for t in totals.tax_breakdown
     ]
-    invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+    invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
 
 
 def save_draft(invoice: Invoice, data: DraftInput, actor: Actor) -> Invoice:
@@ -554,7 +554,7 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
 def apply_payment(invoice: Invoice, amount: int, actor: Actor, payment: Payment) -> None:
     """Book a succeeded payment on the invoice; paid when nothing is due. Caller commits."""
     invoice.amount_paid += amount
-    invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+    invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
     record_event("invoice.payment_recorded", "invoice", invoice.id, actor,
                  data={"payment_id": payment.id, "amount": amount, "method": payment.method,
                        "amount_due": invoice.amount_due})

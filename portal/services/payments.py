@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portal import clock
 from portal.billing import states
+from portal.billing.invoice_math import amount_due
 from portal.billing.money import MoneyError, format_money, to_minor
 from portal.extensions import db
 from portal.gateways import get_gateway
@@ -179,7 +180,7 @@ def _succeed(payment: Payment, actor: Actor) -> None:
     else:
         # Paid meanwhile by other means: keep the money on the books and say so.
         invoice.amount_paid += payment.amount
-        invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+        invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
         record_event("invoice.overpaid", "invoice", invoice.id, actor,
                      data={"payment_id": payment.id, "amount": payment.amount})
     _receipt(invoice, payment)
@@ -326,7 +327,7 @@ def refund(payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refu
     invoice = _lock_invoice(payment.invoice_id) if payment.invoice_id else None
     if invoice is not None:
         invoice.amount_paid -= amount
-        invoice.amount_due = invoice.total - invoice.amount_paid - invoice.credit_applied
+        invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
         record_event("invoice.refunded", "invoice", invoice.id, actor,
                      data={"payment_id": payment.id, "amount": amount, "reason": row.reason,
                            "gateway": payment.gateway})
