@@ -15,7 +15,8 @@ Rules (half-up rounding to the minor unit, per line):
 5. ``subtotal = Σ gross``; ``discounts = Σ line and invoice discounts``;
    ``taxes = Σ exclusive taxes``; ``total = subtotal − discounts + taxes``.
    Inclusive taxes are reported (``included_taxes``) but not added.
-6. ``amount_due = total − amount_paid − credit_applied``.
+6. ``amount_due = total − amount_paid − credit_applied − credit_noted`` (never below 0: money above
+   what is due goes to the client's credit balance).
 """
 from __future__ import annotations
 
@@ -172,5 +173,20 @@ def compute(lines: list[Line], invoice_discount: Discount | None = None) -> Tota
     )
 
 
-def amount_due(total: int, amount_paid: int, credit_applied: int = 0) -> int:
-    return total - amount_paid - credit_applied
+def amount_due(total: int, amount_paid: int, credit_applied: int = 0, credit_noted: int = 0) -> int:
+    """What is still owed: the total less money received, credit applied and credit notes that lowered it."""
+    return total - amount_paid - credit_applied - credit_noted
+
+
+def allocate_oldest_first(amount: int, dues: list[int]) -> tuple[list[int], int]:
+    """Spread ``amount`` over amounts due, in the order given (oldest first): each gets at most what
+    it is due. Returns the part for each and what is left over (the excess, for the credit balance)."""
+    if amount < 0 or any(due < 0 for due in dues):
+        raise ValueError("amounts must not be negative")
+    parts = []
+    left = amount
+    for due in dues:
+        part = min(due, left)
+        parts.append(part)
+        left -= part
+    return parts, left

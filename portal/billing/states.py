@@ -20,6 +20,8 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (OPEN, "pay"): PAID,
     (OVERDUE, "pay"): PAID,
     (UNCOLLECTIBLE, "pay"): PAID,
+    # Money given back without a credit note: the client owes it again.
+    (PAID, "reopen"): OPEN,
     (OPEN, "void"): VOID,
     (OVERDUE, "void"): VOID,
     (UNCOLLECTIBLE, "void"): VOID,

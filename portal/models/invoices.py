@@ -44,6 +44,8 @@ class Invoice(db.Model):
     total: Mapped[int] = mapped_column(default=0)
     amount_paid: Mapped[int] = mapped_column(default=0)
     credit_applied: Mapped[int] = mapped_column(default=0)
+    # Credit notes' part that lowered what is owed (lowered the amount due, or was refunded).
+    credit_noted: Mapped[int] = mapped_column(default=0, server_default="0")
     amount_due: Mapped[int] = mapped_column(default=0)
     tax_breakdown: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
@@ -61,6 +63,9 @@ class Invoice(db.Model):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Autopay: the day the client's default saved method is charged (set at finalize), and the attempt.
+    autopay_on: Mapped[date | None] = mapped_column(Date)
+    autopay_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     client = relationship("Client")
     lines: Mapped[list["InvoiceLine"]] = relationship(
@@ -76,6 +81,7 @@ class Invoice(db.Model):
         Index("ix_invoice_status_totals", "status", "currency", "amount_due"),
         Index("ix_invoice_total", "total"),
         Index("ix_invoice_amount_due", "amount_due"),
+        Index("ix_invoice_autopay", "autopay_on"),
     )
 
     @property

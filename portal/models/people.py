@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal import clock
@@ -68,6 +68,17 @@ class Client(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The gateway's customer (Stripe Customer) that saved payment methods belong to.
+    gateway_customer_id: Mapped[str | None] = mapped_column(String(100))
+    # Autopay: charge the default saved method. Timing: None = the business default.
+    autopay: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    autopay_timing: Mapped[str | None] = mapped_column(String(20))  # on_issue, on_due_date, days_before_due
+    autopay_days_before: Mapped[int | None] = mapped_column()
+    # Apply credit balance automatically when an invoice is finalized. None = the business default.
+    auto_apply_credit: Mapped[bool | None] = mapped_column(Boolean)
+    # Far behind on payments (settings: restrict_overdue_days). Read by other systems.
+    access_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     contacts: Mapped[list["Contact"]] = relationship(
         back_populates="client", order_by="Contact.id", cascade="all, delete-orphan"

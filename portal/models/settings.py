@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, LargeBinary, String, Text, true
+from sqlalchemy import JSON, Boolean, LargeBinary, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import clock
@@ -41,6 +41,18 @@ class Business(db.Model):
     accept_card: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     accept_sepa_debit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     accept_us_bank_account: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Credit notes: their own gapless numbering.
+    credit_note_number_format: Mapped[str] = mapped_column(String(64), default="CN-{year}-{seq:05d}",
+                                                           server_default="CN-{year}-{seq:05d}")
+    credit_note_next_number: Mapped[int] = mapped_column(default=1, server_default="1")
+    # Client portal (F4): autopay, credit, restriction, expiring cards.
+    clients_manage_autopay: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    autopay_timing: Mapped[str] = mapped_column(String(20), default="on_issue", server_default="on_issue")
+    autopay_days_before: Mapped[int] = mapped_column(default=3, server_default="3")
+    auto_apply_credit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    restrict_overdue_days: Mapped[int | None] = mapped_column()  # None: never restrict
+    restrict_actions: Mapped[list[str] | None] = mapped_column(JSON)
+    card_expiry_notice_days: Mapped[int] = mapped_column(default=30, server_default="30")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     @property

@@ -279,7 +279,7 @@ def _recompute(invoice: Invoice) -> None:
         {"name": t.name, "percent": str(t.percent), "inclusive": t.inclusive, "base": t.base, "amount": t.amount}
         for t in totals.tax_breakdown
     ]
-    invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
+    invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied, invoice.credit_noted)
 
 
 def save_draft(invoice: Invoice, data: DraftInput, actor: Actor) -> Invoice:
@@ -409,6 +409,10 @@ def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice
     record_event("invoice.finalized", "invoice", invoice.id, actor,
                  before={"status": states.DRAFT}, after={"status": invoice.status, "number": number,
                                                           "total": invoice.total, "currency": invoice.currency})
+    from portal.services import autopay, credits
+
+    credits.auto_apply_on_finalize(invoice, actor)
+    autopay.schedule(invoice, actor)
     if commit_now:
         commit()
     return invoice
@@ -512,7 +516,10 @@ def replace(invoice: Invoice, actor: Actor) -> Invoice:
 
 def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
                           reference: str, actor: Actor) -> Payment:
-    """Record money received outside the portal. Partial payments allowed; more than is due is refused."""
+    """Record money received outside the portal. Partial payments allowed; money above the amount
+    due goes to the client's credit balance (and says so on the receipt)."""
+    from portal.services import credits
+
     invoice = _locked(invoice)  # the amount due is checked and changed under the lock
     errors: dict[str, str] = {}
     if invoice.status not in states.PAYABLE:
@@ -522,8 +529,8 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
         amount = to_minor(amount_text, invoice.currency)
         if amount <= 0:
             errors["amount"] = "Enter an amount above zero."
-        elif amount > invoice.amount_due:
-            errors["amount"] = "That is more than the amount due."
+        elif amount > MAX_PAYMENT:
+            errors["amount"] = "That amount is too large."
     except MoneyError:
         errors["amount"] = "Use an amount like 120.00."
     if method not in MANUAL_METHODS:
@@ -541,29 +548,17 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
     payment = Payment(
         invoice_id=invoice.id, client_id=invoice.client_id, amount=amount, currency=invoice.currency,
         method=method, status="succeeded", reference=(reference or "").strip()[:200] or None,
-        received_on=received, recorded_by_staff_id=actor.id if actor.kind == "staff" else None,
-        created_at=clock.now(),
+        received_on=received, settled_at=clock.now(),
+        recorded_by_staff_id=actor.id if actor.kind == "staff" else None, created_at=clock.now(),
     )
     db.session.add(payment)
     db.session.flush()
-    apply_payment(invoice, amount, actor, payment)
+    credits.settle_payment(payment, [invoice], actor)
     commit()
     return payment
 
 
-def apply_payment(invoice: Invoice, amount: int, actor: Actor, payment: Payment) -> None:
-    """Book a succeeded payment on the invoice; paid when nothing is due. Caller commits."""
-    invoice.amount_paid += amount
-    invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
-    record_event("invoice.payment_recorded", "invoice", invoice.id, actor,
-                 data={"payment_id": payment.id, "amount": amount, "method": payment.method,
-                       "amount_due": invoice.amount_due})
-    if invoice.amount_due <= 0:
-        before = invoice.status
-        invoice.status = states.transition(invoice.status, "pay")
-        invoice.paid_at = clock.now()
-        record_event("invoice.paid", "invoice", invoice.id, actor, before={"status": before},
-                     after={"status": invoice.status})
+MAX_PAYMENT = 1_000_000_000  # minor units; within the money columns
 
 
 # The tick: overdue -----------------------------------------------------------------------------

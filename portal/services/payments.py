@@ -169,21 +169,24 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
 
 
 def _succeed(payment: Payment, actor: Actor) -> None:
-    invoice = _lock_invoice(payment.invoice_id)
+    """Book succeeded money: on its invoice, or over the "pay all" invoices oldest first; whatever
+    is more than they are due goes to the client's credit balance."""
+    from portal.services import credits
+
     business = get_business()
+    target_ids = [payment.invoice_id] if payment.invoice_id else list(payment.invoice_ids or [])
+    invoices = credits.lock_invoices(target_ids)
     payment.status = "succeeded"
     payment.settled_at = clock.now()
     payment.received_on = clock.today(business.timezone)
     payment.failure_code = payment.failure_message = None
-    if invoice.status in states.PAYABLE:
-        invoice_service.apply_payment(invoice, payment.amount, actor, payment)
-    else:
-        # Paid meanwhile by other means: keep the money on the books and say so.
-        invoice.amount_paid += payment.amount
-        invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
-        record_event("invoice.overpaid", "invoice", invoice.id, actor,
-                     data={"payment_id": payment.id, "amount": payment.amount})
-    _receipt(invoice, payment)
+    credits.settle_payment(payment, invoices, actor)
+    if payment.credited_amount and payment.invoice_id:
+        record_event("invoice.overpaid", "invoice", payment.invoice_id, actor,
+                     data={"payment_id": payment.id, "amount": payment.amount,
+                           "credited": payment.credited_amount})
+    if invoices:
+        _receipt(invoices[0], payment, invoices)
 
 
 def _money(amount: int, currency: str) -> str:
@@ -215,16 +218,31 @@ def _staff_email(invoice: Invoice, subject: str, body: str) -> None:
                     subject_type="invoice", subject_id=invoice.id)
 
 
-def _receipt(invoice: Invoice, payment: Payment) -> None:
+def receipt_lines(payment: Payment) -> list[str]:
+    """What a receipt says about where the money went: each invoice paid, and any credit kept."""
+    from portal.services import credits
+
+    lines = [f"{invoice.number}: {_money(row.amount, payment.currency)}"
+             for row, invoice in credits.payment_allocations(payment.id)]
+    if payment.credited_amount:
+        lines.append(f"Added to your credit balance: {_money(payment.credited_amount, payment.currency)}")
+    return lines
+
+
+def _receipt(invoice: Invoice, payment: Payment, invoices: list[Invoice] | None = None) -> None:
     business = get_business()
     paid = _money(payment.amount, payment.currency)
+    numbers = ", ".join(inv.number for inv in (invoices or [invoice]) if inv.number)
     extra = (f"\n\nAmount paid: {paid}\nMethod: {payment.method_label}\n"
-             f"Date: {payment.received_on.isoformat()}\nInvoice: {invoice.number}")
+             f"Date: {payment.received_on.isoformat()}\nInvoice: {numbers}")
+    where = receipt_lines(payment)
+    if len(where) > 1 or payment.credited_amount:
+        extra += "\n\n" + "\n".join(where)
     if business.notify_payment_receipt:
         _client_email(invoice, "payment_receipt", extra, payment, "View receipt and invoice PDF")
     if business.notify_staff_on_payment:
-        _staff_email(invoice, f"Payment received: {invoice.number} ({paid})",
-                     f"{invoice.client.name} paid {paid} on invoice {invoice.number} by {payment.method_label}.")
+        _staff_email(invoice, f"Payment received: {numbers} ({paid})",
+                     f"{invoice.client.name} paid {paid} on invoice {numbers} by {payment.method_label}.")
 
 
 def _notify_failure(payment: Payment, actor: Actor) -> None:
@@ -291,23 +309,91 @@ def reconcile(at: datetime) -> int:
 
 # Refunds ------------------------------------------------------------------------------------------
 
-def refund(payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refund:
-    """Give back all or part of a payment. Never more than what is left of it, even under races."""
+def refund(payment_id: int, amount_text: str, reason: str, actor: Actor, invoice_id: int | None = None) -> Refund:
+    """Give back all or part of a payment. Never more than what is left of it, even under races.
+
+    The money comes first out of what the payment put on the credit balance (while the balance
+    holds it), then off the invoice it paid (``invoice_id`` for a "pay all" payment). Without a
+    credit note the client owes that part again: a paid invoice reopens. A credit note
+    (``credit_notes.issue``) refunds through ``refund_money`` and keeps the invoice settled."""
+    payment = _lock_payment(payment_id)
+    amount = _refund_amount(payment, amount_text)
+    row = refund_money(payment, amount, reason, actor, invoice_id)
+    if row.invoice_id is not None:
+        invoice = _lock_invoice(row.invoice_id)
+        if invoice.status == states.PAID and invoice.amount_due > 0:
+            invoice.status = states.transition(invoice.status, "reopen")
+            invoice.paid_at = None
+            if invoice.due_date and invoice.due_date < clock.today(get_business().timezone):
+                invoice.status = states.transition(invoice.status, "mark_overdue")
+                invoice.overdue_at = clock.now()
+            record_event("invoice.reopened", "invoice", invoice.id, actor, before={"status": states.PAID},
+                         after={"status": invoice.status, "amount_due": invoice.amount_due})
+    commit()
+    return row
+
+
+def _lock_payment(payment_id: int) -> Payment:
     payment = db.session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()
                                 .execution_options(populate_existing=True))
     if payment is None:
         raise NotFound("No such payment.")
     if payment.status != "succeeded":
         raise ServiceError("Only a completed payment can be refunded.")
+    return payment
+
+
+def _refund_amount(payment: Payment, amount_text: str) -> int:
     try:
         amount = to_minor(amount_text, payment.currency)
     except MoneyError:
         raise ServiceError("Use an amount like 25.00.", field="amount") from None
-    left = payment.amount - payment.refunded_amount
     if amount <= 0:
         raise ServiceError("Enter an amount above zero.", field="amount")
-    if amount > left:
-        raise ServiceError(f"At most {_money(left, payment.currency)} of this payment can be refunded.",
+    return amount
+
+
+def refundable(payment: Payment, invoice_id: int | None = None) -> dict:
+    """How much of a payment can still be given back: from the credit balance it fed, and from the
+    invoice it paid (``invoice_id``, default: its own invoice, else the newest it paid)."""
+    from portal.models import PaymentAllocation
+    from portal.services import credits
+
+    taken_from_credit = int(db.session.scalar(select(func.coalesce(func.sum(Refund.from_credit), 0))
+                                              .where(Refund.payment_id == payment.id)) or 0)
+    credit_part = max(0, min(payment.credited_amount - taken_from_credit,
+                             credits.balance(payment.client_id, payment.currency)))
+    if invoice_id is None:
+        invoice_id = payment.invoice_id or db.session.scalar(
+            select(PaymentAllocation.invoice_id).where(PaymentAllocation.payment_id == payment.id)
+            .order_by(PaymentAllocation.id.desc()).limit(1))
+    invoice_part = 0
+    if invoice_id is not None:
+        allocated = int(db.session.scalar(select(func.coalesce(func.sum(PaymentAllocation.amount), 0))
+                                          .where(PaymentAllocation.payment_id == payment.id,
+                                                 PaymentAllocation.invoice_id == invoice_id)) or 0)
+        taken = int(db.session.scalar(select(func.coalesce(func.sum(Refund.amount - Refund.from_credit), 0))
+                                      .where(Refund.payment_id == payment.id, Refund.invoice_id == invoice_id))
+                    or 0)
+        invoice_part = max(0, allocated - taken)
+    left = payment.amount - payment.refunded_amount
+    return {"credit": min(credit_part, left), "invoice": min(invoice_part, left),
+            "total": min(left, credit_part + invoice_part), "invoice_id": invoice_id}
+
+
+def refund_money(payment: Payment, amount: int, reason: str, actor: Actor, invoice_id: int | None = None,
+                 credit_first: bool = True) -> Refund:
+    """The refund itself (payment locked by the caller): the gateway call, the refund row, the
+    credit-balance part and the invoice's amount paid. Leaves the invoice's status to the caller.
+    ``credit_first=False`` (a credit note) takes it all off the invoice."""
+    from portal.services import credits
+
+    room = refundable(payment, invoice_id)
+    from_credit = min(amount, room["credit"]) if credit_first else 0
+    from_invoice = amount - from_credit
+    if from_invoice > room["invoice"]:
+        most = room["total"] if credit_first else room["invoice"]
+        raise ServiceError(f"At most {_money(most, payment.currency)} of this payment can be refunded.",
                            field="amount")
     gateway_refund_id = None
     status = "succeeded"
@@ -319,32 +405,52 @@ def refund(payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refu
             db.session.rollback()
             raise ServiceError(f"The refund was refused: {exc.message}") from exc
         gateway_refund_id, status = result.id, ("succeeded" if result.status == "succeeded" else "pending")
-    row = Refund(payment_id=payment.id, invoice_id=payment.invoice_id, amount=amount, currency=payment.currency,
-                 status=status, gateway_refund_id=gateway_refund_id, reason=(reason or "").strip() or None,
+    target = room["invoice_id"] if from_invoice else None
+    row = Refund(payment_id=payment.id, invoice_id=room["invoice_id"],
+                 amount=amount, from_credit=from_credit, currency=payment.currency, status=status,
+                 gateway_refund_id=gateway_refund_id, reason=(reason or "").strip() or None,
                  recorded_by_staff_id=actor.id if actor.kind == "staff" else None, created_at=clock.now())
     db.session.add(row)
+    db.session.flush()
     payment.refunded_amount += amount
-    invoice = _lock_invoice(payment.invoice_id) if payment.invoice_id else None
+    if from_credit:
+        credits.add_entry(payment.client_id, payment.currency, -from_credit, "refund", actor,
+                          "Credit refunded" + (f": {row.reason}" if row.reason else ""), payment_id=payment.id)
+    invoice = _lock_invoice(target) if target else None
     if invoice is not None:
-        invoice.amount_paid -= amount
-        invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied)
+        invoice.amount_paid -= from_invoice
+        invoice.amount_due = amount_due(invoice.total, invoice.amount_paid, invoice.credit_applied,
+                                        invoice.credit_noted)
         record_event("invoice.refunded", "invoice", invoice.id, actor,
-                     data={"payment_id": payment.id, "amount": amount, "reason": row.reason,
-                           "gateway": payment.gateway})
-        business = get_business()
-        text = (f"We refunded {_money(amount, payment.currency)} of your payment for invoice {invoice.number}."
-                + (f"\n\nReason: {row.reason}" if row.reason else ""))
-        for contact in [c for c in invoice.client.contacts if c.receives_invoices]:
-            queue_email(contact.email, "templated",
-                        {"business": business, "subject": f"Refund for invoice {invoice.number}",
-                         "body": f"Hello {contact.name},\n\n{text}", "link": None, "label": None},
-                        subject_type="invoice", subject_id=invoice.id)
-    commit()
+                     data={"payment_id": payment.id, "amount": amount, "from_credit": from_credit,
+                           "reason": row.reason, "gateway": payment.gateway})
+    _refund_email(payment, row, invoice)
     return row
 
 
+def _refund_email(payment: Payment, row: Refund, invoice: Invoice | None) -> None:
+    from portal.models import Client
+
+    business = get_business()
+    about = f" for invoice {invoice.number}" if invoice is not None else ""
+    text = (f"We refunded {_money(row.amount, payment.currency)} of your payment{about}."
+            + (f"\n\nReason: {row.reason}" if row.reason else ""))
+    client = db.session.get(Client, payment.client_id)
+    for contact in [c for c in client.contacts if c.receives_invoices]:
+        queue_email(contact.email, "templated",
+                    {"business": business, "subject": f"Refund{about}",
+                     "body": f"Hello {contact.name},\n\n{text}", "link": None, "label": None},
+                    subject_type="invoice" if invoice is not None else "client",
+                    subject_id=invoice.id if invoice is not None else client.id)
+
+
 def invoice_payments(invoice_id: int) -> list[Payment]:
-    return list(db.session.scalars(select(Payment).where(Payment.invoice_id == invoice_id).order_by(Payment.id)))
+    """The invoice's own payments (attempts included) and "pay all" payments that paid part of it."""
+    from portal.models import PaymentAllocation
+
+    shared = select(PaymentAllocation.payment_id).where(PaymentAllocation.invoice_id == invoice_id)
+    return list(db.session.scalars(select(Payment).where((Payment.invoice_id == invoice_id) | Payment.id.in_(shared))
+                                   .order_by(Payment.id)))
 
 
 __all__ = ["apply_intent", "confirm_in_sandbox", "handle_webhook", "methods_for", "reconcile", "refund",
@@ -437,10 +543,9 @@ def payment_outcome(invoice_id: int, intent_id: str | None = None) -> dict:
 
 def refund_invoice_payment(invoice_id: int, payment_id: int, amount_text: str, reason: str, actor: Actor) -> Refund:
     """The staff invoice page's refund: the payment must belong to that invoice."""
-    if db.session.scalar(select(Payment.id).where(Payment.id == payment_id,
-                                                  Payment.invoice_id == invoice_id)) is None:
+    if payment_id not in {payment.id for payment in invoice_payments(invoice_id)}:
         raise NotFound("No such payment on this invoice.")
-    return refund(payment_id, amount_text, reason, actor)
+    return refund(payment_id, amount_text, reason, actor, invoice_id=invoice_id)
 
 
 # The client portal's payment history (/portal/payments) ------------------------------------------
@@ -474,3 +579,10 @@ def client_payment_history(client_id: int, page: int = 1, per_page: int = PORTAL
     return {"pages": result, "payments": rows,
             "refunds": [{"refund": refund, "payment": payment, "invoice": invoice}
                         for refund, payment, invoice in refunds]}
+
+
+# "Pay all open invoices" (client portal) ----------------------------------------------------------
+
+def pay_all_summary(client_id: int) -> dict | None:
+    """What the portal's "Pay all open invoices" offers (None: nothing to pay together). Stub for F4."""
+    return None

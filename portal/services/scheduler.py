@@ -12,12 +12,15 @@ from collections.abc import Callable
 from datetime import datetime
 
 from portal import clock
-from portal.services import deliveries, invoices, payments
+from portal.services import autopay, deliveries, invoices, payment_methods, payments, restrictions
 
 Step = Callable[[datetime], int]
 STEPS: list[tuple[str, Step]] = [
     ("overdue", invoices.mark_overdue),
+    ("restrictions", restrictions.refresh),
+    ("autopay", autopay.run_due),
     ("payments", payments.reconcile),
+    ("expiring_cards", payment_methods.notify_expiring),
     ("deliveries", deliveries.sweep),
 ]
 

@@ -100,17 +100,21 @@ def test_finalize_numbers_freezes_and_locks(client_a, vat):
         invoices.save_draft(db.session.get(Invoice, invoice.id), invoices.DraftInput(currency="EUR", lines=[]), STAFF)
 
 
-def test_payments_partial_then_paid_and_overpayment_refused(client_a, vat):
+def test_payments_partial_then_paid_then_overpayment_becomes_credit(client_a, vat):
+    from portal.services import credits
+
     invoice = draft_with_lines(client_a, vat)
     invoices.finalize(invoice, STAFF)
     with pytest.raises(invoices.InvoiceInvalid) as caught:
-        invoices.record_manual_payment(invoice, "999999.00", "wire", "", "", STAFF)
-    assert "more than the amount due" in caught.value.errors["amount"]
+        invoices.record_manual_payment(invoice, "99999999999.00", "wire", "", "", STAFF)
+    assert "too large" in caught.value.errors["amount"]
     invoices.record_manual_payment(invoice, "100.00", "wire", "", "REF1", STAFF)
     assert invoice.status == "open" and invoice.amount_paid == 10000
     rest = invoice.amount_due
-    invoices.record_manual_payment(invoice, f"{rest // 100}.{rest % 100:02d}", "check", "", "", STAFF)
-    assert invoice.status == "paid" and invoice.amount_due == 0
+    payment = invoices.record_manual_payment(invoice, f"{rest // 100 + 5}.{rest % 100:02d}", "check", "", "", STAFF)
+    assert invoice.status == "paid" and invoice.amount_due == 0 and invoice.amount_paid == invoice.total
+    assert payment.amount == rest + 500 and payment.credited_amount == 500
+    assert credits.balance(client_a.id, invoice.currency) == 500
 
 
 def test_tick_marks_overdue_once(client_a, vat, cli):

@@ -104,4 +104,9 @@ def test_a_payment_taken_at_the_gateway_is_never_dropped_when_the_amount_changes
         payments.start_payment(invoice.id)  # would cancel the stale intent; finds it paid instead
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "succeeded"
-    assert db.session.get(Invoice, invoice.id).amount_paid == 10000 + 1000
+    # Both payments are kept: the invoice is paid in full, the 10.00 paid twice is credit.
+    paid = db.session.get(Invoice, invoice.id)
+    assert (paid.status, paid.amount_paid, paid.amount_due) == ("paid", 10000, 0)
+    assert db.session.get(Payment, payment.id).credited_amount == 1000
+    from portal.services import credits
+    assert credits.balance(paid.client_id, paid.currency) == 1000

@@ -14,10 +14,11 @@ def test_every_transition_not_in_the_table_raises():
                 states.transition(state, action)
 
 
-def test_paid_and_cancelled_are_final():
+def test_cancelled_is_final_and_paid_only_reopens():
     for action in states.ACTIONS:
-        assert not states.can(states.PAID, action)
+        assert not states.can(states.PAID, action) or action == "reopen"
         assert not states.can(states.VOID, action)
+    assert states.transition(states.PAID, "reopen") == states.OPEN  # a refund without a credit note
 
 
 def test_only_drafts_are_editable_and_open_shows_as_sent():

@@ -10,7 +10,7 @@ from flask_login import current_user, login_user
 
 from portal.services import auth as auth_service
 from portal.services import invoices as invoice_service
-from portal.services import payments
+from portal.services import credits, payment_methods, payments
 from portal.services.errors import NotFound, ServiceError
 from portal.web.client.forms import ChangePasswordForm, ProfileForm
 from portal.web.downloads import invoice_pdf
@@ -35,7 +35,10 @@ HOME_INVOICES = 5
 def home():
     contact = current_user._get_current_object()
     invoices = invoice_service.client_invoices(contact.client_id, page=1, per_page=HOME_INVOICES)
-    return render("client/home.html", contact=contact, client=contact.client, invoices=invoices)
+    return render("client/home.html", contact=contact, client=contact.client, invoices=invoices,
+                  credit_summary=credits.portal_summary(contact.client_id),
+                  methods_summary=payment_methods.portal_summary(contact.client_id),
+                  pay_all=payments.pay_all_summary(contact.client_id))
 
 
 @bp.get("/invoices")
@@ -155,3 +158,7 @@ def password_change():
             flash("Your password is changed. Other devices were signed out.", "success")
             return redirect(url_for("client.profile"), code=303)
     return _profile_page(password_form=form, status=422)
+
+
+# F4 pages live in their own modules; importing them registers their routes on ``bp``.
+from portal.web.client import credit, methods  # noqa: E402,F401

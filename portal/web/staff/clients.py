@@ -5,6 +5,7 @@ from flask_login import current_user
 
 from portal.services import auth as auth_service
 from portal.services import clients as client_service
+from portal.services import credits, payment_methods
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
 from portal.web.forms import ClientForm, ContactForm, NewClientForm, PortalLinkForm
@@ -69,7 +70,8 @@ def client_new():
 def client_detail(client_id: int):
     client = _client_or_404(client_id)
     return render("staff/client_detail.html", client=client, timeline=client_service.client_timeline(client),
-                  link_form=PortalLinkForm(), portal_link=None, billing=client_service.client_billing(client))
+                  link_form=PortalLinkForm(), portal_link=None, billing=client_service.client_billing(client),
+                  credit_panel=credits.client_panel(client), methods_panel=payment_methods.client_panel(client))
 
 
 @bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])
