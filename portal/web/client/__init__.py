@@ -161,4 +161,4 @@ def password_change():
 
 
 # F4 pages live in their own modules; importing them registers their routes on ``bp``.
-from portal.web.client import credit, methods  # noqa: E402,F401
+from portal.web.client import credit, methods, pay_all  # noqa: E402,F401

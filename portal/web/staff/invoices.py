@@ -13,7 +13,7 @@ from flask_login import current_user
 from jinja2_fragments.flask import render_blocks
 
 from portal.services import clients as client_service
-from portal.services import autopay, credits, invoice_lists, invoice_pages
+from portal.services import autopay, credit_notes, credits, invoice_lists, invoice_pages
 from portal.services import invoices as invoice_service
 from portal.services import payments as payment_service
 from portal.services.errors import NotFound, ServiceError
@@ -181,7 +181,8 @@ def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=
         timeline=invoice_lists.invoice_timeline(invoice.id), payments=invoice_lists.invoice_payments(invoice.id),
         payment=payment or invoice_pages.payment_defaults(invoice), payment_errors=payment_errors or {},
         methods=invoice_service.MANUAL_METHODS, logo_url=url_for("public.logo"), refund=refund or {},
-        credit_panel=credits.invoice_panel(invoice), card_panel=autopay.invoice_panel(invoice), **context,
+        credit_panel=credits.invoice_panel(invoice), card_panel=autopay.invoice_panel(invoice),
+        credit_notes_panel=credit_notes.invoice_panel(invoice), **context,
     ), status
 
 
