@@ -33,6 +33,31 @@ class Intent:
 
 
 @dataclass(frozen=True)
+class SetupIntent:
+    """Saving a payment method for later (off-session) charges: Stripe's SetupIntent."""
+    id: str
+    status: str                        # requires_payment_method, requires_action, processing, succeeded, canceled
+    client_secret: str | None = None
+    customer: str | None = None
+    payment_method: str | None = None  # the saved method's id once it succeeded
+    error_code: str | None = None      # why the last try failed (card_declined, incorrect_number...)
+    error_message: str | None = None   # safe to show to the payer
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SavedMethod:
+    """What may be shown about a saved payment method (never the full number)."""
+    id: str
+    type: str                          # card, us_bank_account, sepa_debit
+    brand: str | None = None           # visa, mastercard... (cards)
+    last4: str | None = None
+    exp_month: int | None = None       # cards
+    exp_year: int | None = None        # cards, four digits
+    bank_name: str | None = None       # bank accounts
+
+
+@dataclass(frozen=True)
 class Refund:
     id: str
     intent_id: str
@@ -79,3 +104,42 @@ class Gateway(Protocol):
     def refund(self, intent_id: str, amount: int, idempotency_key: str) -> Refund: ...
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent: ...
+
+    # Saved payment methods (SetupIntents) and off-session charges ------------------------
+
+    def ensure_customer(self, reference: str, email: str | None, name: str, idempotency_key: str) -> str:
+        """Create the gateway's customer for one of our clients; returns its id. The same key
+        gives the same customer back (callers keep the id, so this runs once per client)."""
+        ...
+
+    def create_setup_intent(self, customer_id: str, payment_method_types: list[str], idempotency_key: str,
+                            metadata: dict[str, str]) -> SetupIntent:
+        """A SetupIntent (usage ``off_session``) the payer confirms to save a method to the customer."""
+        ...
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent: ...
+
+    def confirm_setup_intent(self, setup_intent_id: str, payment_method: str, idempotency_key: str) -> SetupIntent:
+        """Confirm on the server. Stripe: ``payment_method`` is a PaymentMethod id. Sandbox:
+        ``card:<number>:<MM>/<YY>``, ``sepa_debit:<IBAN>`` or ``us_bank_account:<account>``.
+        A refused method raises :class:`GatewayError` (``code``: ``card_declined``,
+        ``incorrect_number``, ``invalid_expiry_month``, ``expired_card``...); the SetupIntent stays
+        open and ``retrieve_setup_intent`` then shows the same error."""
+        ...
+
+    def retrieve_payment_method(self, payment_method_id: str) -> SavedMethod: ...
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        """Detach the method from its customer: it can never be charged again. Detaching one
+        that is already detached is not an error."""
+        ...
+
+    def charge_saved_method(self, amount: int, currency: str, customer_id: str, payment_method_id: str,
+                            idempotency_key: str, metadata: dict[str, str], off_session: bool = True,
+                            payment_method_type: str | None = None) -> Intent:
+        """Create and confirm a PaymentIntent on a saved method in one call. A decline does NOT
+        raise: the Intent comes back ``requires_payment_method`` with ``error_code`` and
+        ``error_message`` set. Bank debits come back ``processing``. Network and API failures
+        raise :class:`GatewayError` (``retryable`` when trying again with the same key may work).
+        ``payment_method_type`` (the saved method's type, if known) saves Stripe one lookup."""
+        ...

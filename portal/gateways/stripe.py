@@ -12,6 +12,10 @@ nothing outside this file ever sees a Stripe object or a Stripe exception.
 - ``api_base`` (``STRIPE_API_BASE``) points the client somewhere other than
   ``https://api.stripe.com``; the tests use it to talk to a Stripe-compatible
   server on loopback.
+- Saved methods: a Customer per client, SetupIntents (``usage=off_session``) to save a
+  method to it, and off-session charges made by creating a PaymentIntent with
+  ``confirm=true``. A declined off-session charge comes back as a 402 ``card_error`` that
+  carries the PaymentIntent: it is returned as an Intent with its error, not raised.
 - Webhooks are verified by the library over the raw body with the endpoint
   secret and a 300 s tolerance; the library only refuses old timestamps, so
   timestamps more than 300 s in the future are refused here as well.
@@ -20,11 +24,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import stripe
 
-from portal.gateways.base import BadSignature, GatewayError, Intent, Refund, WebhookEvent
+from portal.gateways.base import BadSignature, GatewayError, Intent, Refund, SavedMethod, SetupIntent, WebhookEvent
 
 WEBHOOK_TOLERANCE_SECONDS = 300
 # The PaymentIntent's payment method is expanded so we can tell card from bank debit.
@@ -119,6 +124,93 @@ class StripeGateway:
                       amount=int(data["amount"]), currency=str(data["currency"]).upper(),
                       status=str(data.get("status") or "pending"))
 
+    # Customers, saved methods (SetupIntents) and off-session charges -----
+
+    def ensure_customer(self, reference: str, email: str | None, name: str, idempotency_key: str) -> str:
+        params: dict[str, Any] = {"name": name, "metadata": {"reference": reference}}
+        if email:
+            params["email"] = email
+        with _translated_errors():
+            customer = self._client.v1.customers.create(
+                params=params, options=_keyed(idempotency_key))  # type: ignore[arg-type]
+        return str(customer.id)
+
+    def create_setup_intent(self, customer_id: str, payment_method_types: list[str], idempotency_key: str,
+                            metadata: dict[str, str]) -> SetupIntent:
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "payment_method_types": list(payment_method_types),
+            "usage": "off_session",
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+        }
+        with _translated_errors():
+            seti = self._client.v1.setup_intents.create(
+                params=params, options=_keyed(idempotency_key))  # type: ignore[arg-type]
+        return _setup_intent(seti.to_dict())
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        with _translated_errors():
+            seti = self._client.v1.setup_intents.retrieve(setup_intent_id)
+        return _setup_intent(seti.to_dict())
+
+    def confirm_setup_intent(self, setup_intent_id: str, payment_method: str, idempotency_key: str) -> SetupIntent:
+        """Confirm with a PaymentMethod id (the browser's Payment Element usually confirms
+        instead, collecting bank-debit mandates itself). A refused card raises GatewayError."""
+        with _translated_errors():
+            seti = self._client.v1.setup_intents.confirm(
+                setup_intent_id, params={"payment_method": payment_method},  # type: ignore[arg-type]
+                options=_keyed(idempotency_key))
+        return _setup_intent(seti.to_dict())
+
+    def _payment_method(self, payment_method_id: str) -> dict[str, Any]:
+        with _translated_errors():
+            return self._client.v1.payment_methods.retrieve(payment_method_id).to_dict()
+
+    def retrieve_payment_method(self, payment_method_id: str) -> SavedMethod:
+        return _saved_method(self._payment_method(payment_method_id))
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        try:
+            with _translated_errors():
+                self._client.v1.payment_methods.detach(payment_method_id)
+        except GatewayError as exc:
+            # Stripe refuses to detach twice; already detached is what was asked for.
+            if exc.retryable or self._payment_method(payment_method_id).get("customer"):
+                raise
+
+    def charge_saved_method(self, amount: int, currency: str, customer_id: str, payment_method_id: str,
+                            idempotency_key: str, metadata: dict[str, str], off_session: bool = True,
+                            payment_method_type: str | None = None) -> Intent:
+        kind = payment_method_type or str(self._payment_method(payment_method_id).get("type") or "card")
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "customer": customer_id,
+            "payment_method": payment_method_id,
+            "payment_method_types": [kind],
+            "confirm": True,
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+            "expand": _EXPAND,
+        }
+        if off_session:
+            params["off_session"] = True
+        try:
+            pi = self._client.v1.payment_intents.create(
+                params=params, options=_keyed(idempotency_key))  # type: ignore[arg-type]
+        except stripe.CardError as exc:
+            # A decline: Stripe answers 402 with the PaymentIntent it made in the error body.
+            body = exc.json_body if isinstance(exc.json_body, dict) else {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            declined = error.get("payment_intent")
+            if not isinstance(declined, dict) or not declined.get("id"):
+                raise _gateway_error(exc) from exc
+            intent = _intent(declined)
+            return replace(intent, error_code=_reason(error) or intent.error_code or "card_declined",
+                           error_message=error.get("message") or intent.error_message)
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        return _intent(pi.to_dict())
+
     # Webhooks ---------------------------------------------------------------
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
@@ -191,6 +283,38 @@ def _intent(data: Mapping[str, Any]) -> Intent:
         error_message=error.get("message") if error else None,
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
+
+
+def _setup_intent(data: Mapping[str, Any]) -> SetupIntent:
+    error = data.get("last_setup_error") or {}
+    return SetupIntent(
+        id=str(data["id"]),
+        status=str(data["status"]),
+        client_secret=data.get("client_secret"),
+        customer=_id_of(data.get("customer")),
+        payment_method=_id_of(data.get("payment_method")),
+        error_code=_reason(error) if error else None,
+        error_message=error.get("message") if error else None,
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+    )
+
+
+def _saved_method(data: Mapping[str, Any]) -> SavedMethod:
+    kind = str(data.get("type") or "")
+    details = data.get(kind) if isinstance(data.get(kind), dict) else {}
+    if kind == "card":
+        return SavedMethod(id=str(data["id"]), type=kind, brand=details.get("brand"), last4=details.get("last4"),
+                           exp_month=_int_or_none(details.get("exp_month")),
+                           exp_year=_int_or_none(details.get("exp_year")))
+    bank = details.get("bank_name")
+    if not bank and kind == "sepa_debit" and details.get("bank_code"):
+        # Stripe names no bank for SEPA accounts: the country and bank code identify it.
+        bank = f"{details.get('country') or ''} bank {details['bank_code']}".strip()
+    return SavedMethod(id=str(data["id"]), type=kind, last4=details.get("last4"), bank_name=bank)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 def _signature_timestamp(header: str) -> int | None:

@@ -199,6 +199,11 @@ def _attachment(spec: dict) -> tuple[str, str, bytes]:
         if invoice is None:
             raise ValueError(f"invoice {spec['invoice_id']} no longer exists")
         return pdf.filename(invoice), "application/pdf", pdf.render_pdf(invoice)
+    if spec.get("type") == "credit_note_pdf":
+        from portal.services import credit_notes
+
+        note = credit_notes.get_credit_note(spec["credit_note_id"])
+        return credit_notes.filename(note), "application/pdf", credit_notes.render_pdf(note)
     raise ValueError(f"unknown attachment {spec!r}")
 
 

@@ -701,13 +701,27 @@ def make_ready(invoice: Invoice, actor: Actor) -> Invoice:
 PORTAL_PAGE_SIZE = 20
 
 
-def client_invoices(client_id: int, page: int = 1, per_page: int = PORTAL_PAGE_SIZE):
-    """One page of a client's finalized invoices, newest first. Drafts never appear."""
+# The portal's invoice list filters: key → (label, statuses; None = every finalized invoice).
+PORTAL_STATUS_FILTERS = {
+    "all": ("All", None),
+    "due": ("Due", (states.OPEN, states.OVERDUE, states.UNCOLLECTIBLE)),
+    "overdue": ("Overdue", (states.OVERDUE,)),
+    "paid": ("Paid", (states.PAID,)),
+    "cancelled": ("Cancelled", (states.VOID,)),
+}
+
+
+def client_invoices(client_id: int, page: int = 1, per_page: int = PORTAL_PAGE_SIZE, status: str = "all"):
+    """One page of a client's finalized invoices, newest first, optionally of one
+    ``PORTAL_STATUS_FILTERS`` group (an unknown one shows all). Drafts never appear."""
     query = (
         select(Invoice)
         .where(Invoice.client_id == client_id, Invoice.status != states.DRAFT)
         .order_by(Invoice.issue_date.desc(), Invoice.sequence_number.desc(), Invoice.id.desc())
     )
+    statuses = PORTAL_STATUS_FILTERS.get(status, PORTAL_STATUS_FILTERS["all"])[1]
+    if statuses is not None:
+        query = query.where(Invoice.status.in_(statuses))
     return db.paginate(query, page=max(int(page or 1), 1), per_page=per_page, error_out=False)
 
 

@@ -157,8 +157,8 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
         # The same decline seen again (reconciliation, a repeated webhook) is not news: tell once.
         already_told = before == "pending" and payment.failure_code == intent.error_code
         payment.failure_code, payment.failure_message = intent.error_code, intent.error_message
-        if before == "processing":
-            payment.status = "failed"  # a debit that bounced: that attempt is over
+        if before == "processing" or payment.payment_method_id is not None:
+            payment.status = "failed"  # a debit that bounced, a saved method declined: that attempt is over
         if not already_told:
             _notify_failure(payment, actor)
     elif intent.status == CANCELED:
@@ -246,6 +246,16 @@ def _receipt(invoice: Invoice, payment: Payment, invoices: list[Invoice] | None 
 
 
 def _notify_failure(payment: Payment, actor: Actor) -> None:
+    if payment.invoice_id is None:  # "pay all"
+        record_event("payment.failed", "client", payment.client_id, actor,
+                     data={"payment_id": payment.id, "code": payment.failure_code,
+                           "message": payment.failure_message, "invoice_ids": payment.invoice_ids})
+        if payment.method not in BANK_METHODS or not payment.invoice_ids:
+            return  # a card declined on the page: the payer sees why there and then
+        invoice = db.session.get(Invoice, payment.invoice_ids[0])  # a bank debit that bounced later
+        _client_email(invoice, "payment_failed", f"\n\nReason: {payment.failure_message or payment.failure_code}",
+                      payment, "Pay the invoice")
+        return
     invoice = db.session.get(Invoice, payment.invoice_id)
     record_event("invoice.payment_failed", "invoice", invoice.id, actor,
                  data={"payment_id": payment.id, "code": payment.failure_code, "message": payment.failure_message})
@@ -583,6 +593,300 @@ def client_payment_history(client_id: int, page: int = 1, per_page: int = PORTAL
 
 # "Pay all open invoices" (client portal) ----------------------------------------------------------
 
+def _busy_invoice_ids(client_id: int) -> set[int]:
+    """Invoices a bank payment (their own or a "pay all") is already on its way for: not offered again."""
+    busy: set[int] = set()
+    for invoice_id, invoice_ids in db.session.execute(
+            select(Payment.invoice_id, Payment.invoice_ids).where(Payment.client_id == client_id,
+                                                                  Payment.status == "processing")):
+        busy.update([invoice_id] if invoice_id is not None else (invoice_ids or []))
+    return busy
+
+
+def payable_invoices(client_id: int, currency: str | None = None) -> list[Invoice]:
+    """The client's invoices that take a payment now (amount due > 0), oldest first."""
+    from portal.services import credits
+
+    query = select(Invoice).where(Invoice.client_id == client_id, Invoice.status.in_(states.PAYABLE),
+                                  Invoice.amount_due > 0)
+    if currency is not None:
+        query = query.where(Invoice.currency == currency)
+    busy = _busy_invoice_ids(client_id)
+    return sorted((inv for inv in db.session.scalars(query) if inv.id not in busy), key=credits.oldest_first_key)
+
+
+def _quote(invoices: list[Invoice]) -> str:
+    """What the payer was shown (each invoice and its amount due); paying checks it still holds."""
+    return ",".join(f"{inv.id}:{inv.amount_due}" for inv in invoices)
+
+
 def pay_all_summary(client_id: int) -> dict | None:
-    """What the portal's "Pay all open invoices" offers (None: nothing to pay together). Stub for F4."""
-    return None
+    """What the portal's "Pay all open invoices" offers: one group per currency (None: nothing is due)."""
+    groups: dict[str, list[Invoice]] = {}
+    for invoice in payable_invoices(client_id):
+        groups.setdefault(invoice.currency, []).append(invoice)
+    if not groups:
+        return None
+    return {"groups": [{"currency": currency, "invoices": found, "count": len(found),
+                        "total": sum(inv.amount_due for inv in found)}
+                       for currency, found in sorted(groups.items())]}
+
+
+def _normal_currency(currency: str | None) -> str:
+    return (currency or "").strip().upper()[:3]
+
+
+def pay_all_page(client_id: int, currency: str) -> dict:
+    """The "pay all" page: the invoices it pays (oldest first) with their amounts, the total, and
+    how it can be paid (the gateway's form, or the client's default saved method)."""
+    from portal.services import autopay
+
+    currency = _normal_currency(currency)
+    invoices = payable_invoices(client_id, currency) if currency else []
+    gateway = get_gateway()
+    return {"currency": currency, "invoices": invoices, "total": sum(inv.amount_due for inv in invoices),
+            "quote": _quote(invoices), "gateway": gateway.name, "test_mode": bool(gateway.test_mode),
+            "methods": methods_for(currency) if currency else [],
+            "saved_method": autopay.usable_method(client_id, currency) if invoices else None}
+
+
+def _lock_client(client_id: int):
+    from portal.models import Client
+
+    client = db.session.scalar(select(Client).where(Client.id == client_id).with_for_update()
+                               .execution_options(populate_existing=True))
+    if client is None:
+        raise NotFound("No such client.")
+    return client
+
+
+def _pay_all_set(client_id: int, currency: str, quote: str | None) -> list[Invoice]:
+    invoices = payable_invoices(client_id, currency)
+    if not invoices:
+        db.session.rollback()  # release the client's lock
+        raise ServiceError(f"Nothing is due in {currency}. Thank you!")
+    if quote is not None and quote != _quote(invoices):
+        db.session.rollback()
+        raise ServiceError("The invoices to pay changed since this page was opened. "
+                           "Check the new total, then pay again.")
+    return invoices
+
+
+def _pay_all_key(client_id: int) -> str:
+    """``client-<id>-payall-<n>``: n counts the client's "pay all" attempts (under the client's lock)."""
+    n = db.session.scalar(select(func.count()).select_from(Payment).where(
+        Payment.client_id == client_id, Payment.invoice_id.is_(None), Payment.gateway.is_not(None))) + 1
+    return f"client-{client_id}-payall-{n}"
+
+
+def _pay_all_metadata(client_id: int, invoices: list[Invoice]) -> dict[str, str]:
+    return {"client_id": str(client_id), "pay_all": "1",
+            "invoices": ", ".join(inv.number or str(inv.id) for inv in invoices)[:450]}
+
+
+def _pay_all_payment(client_id: int, invoices: list[Invoice], currency: str, intent: Intent, key: str,
+                     gateway_name: str, actor: Actor, **extra) -> Payment:
+    payment = Payment(
+        invoice_id=None, invoice_ids=[inv.id for inv in invoices], client_id=client_id,
+        amount=sum(inv.amount_due for inv in invoices), currency=currency, method=extra.pop("method", "card"),
+        status="pending", gateway=gateway_name, gateway_intent_id=intent.id, idempotency_key=key,
+        created_at=clock.now(), **extra,
+    )
+    db.session.add(payment)
+    db.session.flush()
+    record_event("payment.started", "client", client_id, actor,
+                 data={"payment_id": payment.id, "amount": payment.amount, "currency": currency,
+                       "invoice_ids": payment.invoice_ids, "gateway": gateway_name, "pay_all": True})
+    return payment
+
+
+def start_pay_all(client_id: int, currency: str, actor: Actor, quote: str | None = None) -> Payment:
+    """The client's open "pay all" attempt for ``currency``, created if there is none: one payment
+    for every invoice due in that currency, oldest first. Reused while the invoices and their amounts
+    are the same (two tabs, a double click); a stale one is cancelled. ``quote`` (from the page)
+    refuses to charge a set of invoices the payer was not shown."""
+    currency = _normal_currency(currency)
+    _lock_client(client_id)  # serialises "pay all" for this client
+    invoices = _pay_all_set(client_id, currency, quote)
+    ids = [inv.id for inv in invoices]
+    total = sum(inv.amount_due for inv in invoices)
+    gateway = get_gateway()
+    open_attempt = db.session.scalar(
+        select(Payment).where(Payment.client_id == client_id, Payment.invoice_id.is_(None),
+                              Payment.currency == currency, Payment.gateway.is_not(None),
+                              Payment.payment_method_id.is_(None), Payment.status == "pending")
+        .order_by(Payment.id.desc()))
+    if open_attempt is not None and open_attempt.amount == total and list(open_attempt.invoice_ids or []) == ids:
+        db.session.commit()  # release the lock
+        return open_attempt
+    if open_attempt is not None:  # the invoices or their amounts changed since: that intent is stale
+        try:
+            gateway.cancel_intent(open_attempt.gateway_intent_id, f"{open_attempt.idempotency_key}-cancel")
+        except GatewayError as exc:
+            log.warning("could not cancel stale pay-all intent %s: %s", open_attempt.gateway_intent_id, exc)
+            intent_id = open_attempt.gateway_intent_id
+            db.session.commit()
+            apply_intent(gateway.retrieve_intent(intent_id))
+            raise ServiceError("Your payment status just changed. Reload the page to see it.") from exc
+        open_attempt.status = "canceled"
+        record_event("payment.canceled", "client", client_id, actor, data={"payment_id": open_attempt.id})
+    key = _pay_all_key(client_id)
+    try:
+        intent = gateway.create_intent(total, currency, key, _pay_all_metadata(client_id, invoices),
+                                       methods_for(currency))
+    except GatewayError as exc:
+        db.session.rollback()
+        raise ServiceError("We couldn't start the payment. Please try again in a moment.") from exc
+    payment = _pay_all_payment(client_id, invoices, currency, intent, key, gateway.name, actor)
+    commit()
+    return payment
+
+
+def pay_all(client_id: int, currency: str, actor: Actor, method: str = "card", number: str = "",
+            quote: str | None = None) -> dict:
+    """The "pay all" page's Pay. The sandbox confirms here and now (``payment`` is then final or
+    processing); Stripe answers the Payment Element's bootstrap (``client_secret``)."""
+    currency = _normal_currency(currency)
+    if get_gateway().name != "sandbox":
+        payment = start_pay_all(client_id, currency, actor, quote)
+        try:
+            intent = get_gateway().retrieve_intent(payment.gateway_intent_id)
+        except GatewayError as exc:
+            raise ServiceError("We couldn't start the payment. Please try again in a moment.") from exc
+        return {"payment": payment, "client_secret": intent.client_secret, "payment_id": payment.id}
+    if method not in methods_for(currency):
+        raise ServiceError("Choose how you want to pay.", field="method")
+    number = "".join((number or "").split()).replace("-", "")
+    if not number:
+        labels = {"card": "Enter the card number.", "sepa_debit": "Enter your IBAN.",
+                  "us_bank_account": "Enter your account number."}
+        raise ServiceError(labels[method], field="card_number" if method == "card" else "account")
+    payment = start_pay_all(client_id, currency, actor, quote)
+    payment = confirm_in_sandbox(payment, f"{method}:{number}")
+    return {"payment": payment, "client_secret": None, "payment_id": payment.id}
+
+
+def pay_all_saved(client_id: int, currency: str, actor: Actor, quote: str | None = None) -> dict:
+    """Pay all with the client's default saved method, the payer present (``off_session=False``).
+    A decline ends that attempt and is raised as a ServiceError with the gateway's reason."""
+    from portal.gateways.base import OPEN_STATUSES
+    from portal.services import autopay
+
+    currency = _normal_currency(currency)
+    client = _lock_client(client_id)
+    method = autopay.usable_method(client_id, currency)
+    if method is None:
+        db.session.rollback()
+        raise ServiceError("No saved payment method on file.")
+    invoices = _pay_all_set(client_id, currency, quote)
+    gateway = get_gateway()
+    key = _pay_all_key(client_id)
+    try:
+        intent = gateway.charge_saved_method(
+            sum(inv.amount_due for inv in invoices), currency, client.gateway_customer_id,
+            method.gateway_method_id, key, _pay_all_metadata(client_id, invoices), off_session=False,
+            payment_method_type=method.type)
+    except GatewayError as exc:
+        db.session.rollback()
+        raise ServiceError(f"We couldn't charge {autopay.method_label(method)}: {exc.message}") from exc
+    _pay_all_payment(client_id, invoices, currency, intent, key, gateway.name, actor, method=method.type,
+                     payment_method_id=method.id, off_session=False)
+    payment = apply_intent(intent, actor)
+    if intent.status in OPEN_STATUSES and not intent.error_code:
+        # The bank wants the payer to confirm (3-D Secure): not something this button can do.
+        try:
+            apply_intent(gateway.cancel_intent(intent.id, f"{key}-cancel"), actor)
+        except GatewayError:
+            log.warning("could not cancel pay-all intent %s needing action", intent.id)
+        raise ServiceError("Your bank wants to confirm this payment. Pay with the form below instead.")
+    if payment.status == "failed":
+        raise ServiceError(f"{autopay.method_label(method)} was declined: "
+                           f"{payment.failure_message or payment.failure_code}")
+    return {"payment": payment, "client_secret": None, "payment_id": payment.id}
+
+
+def pay_all_outcome(client_id: int, intent_id: str) -> dict:
+    """Where Stripe returns after a "pay all": bring that intent's payment up to date (only one of
+    this client's "pay all" payments, else NotFound) and say how it went."""
+    payment = db.session.scalar(select(Payment).where(Payment.gateway_intent_id == intent_id,
+                                                      Payment.client_id == client_id,
+                                                      Payment.invoice_id.is_(None)))
+    if payment is None:
+        raise NotFound("No such payment.")
+    try:
+        intent = get_gateway().retrieve_intent(intent_id)
+    except GatewayError:
+        intent = None  # the webhook or the reconciliation will bring the news
+    already_told = (intent is not None and intent.status == REQUIRES_PAYMENT_METHOD
+                    and payment.failure_code == intent.error_code)
+    if intent is not None and not already_told:
+        payment = apply_intent(intent)
+    return {"state": payment_state(payment), "payment": payment}
+
+
+def payment_state(payment: Payment) -> str:
+    if payment.status == "succeeded":
+        return "paid"
+    if payment.status == "processing":
+        return "processing"
+    if payment.status in ("failed", "canceled") or payment.failure_code:
+        return "failed"
+    return "pending"
+
+
+# Receipts (client portal; HTML and PDF) ----------------------------------------------------------
+
+RECEIPT_STATUSES = ("succeeded", "processing")
+
+
+def client_receipt(client_id: int, payment_id: int) -> dict:
+    """The receipt of one of this client's payments that moved money (else NotFound)."""
+    payment = db.session.scalar(select(Payment).where(Payment.id == payment_id, Payment.client_id == client_id,
+                                                      Payment.status.in_(RECEIPT_STATUSES)))
+    if payment is None:
+        raise NotFound("No such payment.")
+    return receipt(payment)
+
+
+def receipt(payment: Payment) -> dict:
+    """What a receipt shows: who was paid, when, how much and how, each invoice paid and with how
+    much, what went to the credit balance, and refunds given on it."""
+    from zoneinfo import ZoneInfo
+
+    from portal.models import Client, PaymentMethod
+    from portal.services import credits
+
+    business = get_business()
+    lines = [{"invoice": invoice, "amount": row.amount} for row, invoice in credits.payment_allocations(payment.id)]
+    awaiting: list[Invoice] = []
+    if not lines:
+        ids = [payment.invoice_id] if payment.invoice_id else list(payment.invoice_ids or [])
+        found = list(db.session.scalars(select(Invoice).where(Invoice.id.in_(ids)))) if ids else []
+        if payment.status == "succeeded" and payment.invoice_id and found:
+            # booked before allocations were kept: all of it (less any credit) went to its invoice
+            lines = [{"invoice": found[0], "amount": payment.amount - payment.credited_amount}]
+        else:
+            awaiting = sorted(found, key=credits.oldest_first_key)  # a bank payment still clearing
+    refunds = list(db.session.scalars(select(Refund).where(Refund.payment_id == payment.id,
+                                                           Refund.status != "failed")
+                                      .order_by(Refund.created_at, Refund.id)))
+    saved = db.session.get(PaymentMethod, payment.payment_method_id) if payment.payment_method_id else None
+    when = payment.received_on or payment.created_at.astimezone(ZoneInfo(business.timezone)).date()
+    return {"payment": payment, "issuer": business, "client": db.session.get(Client, payment.client_id),
+            "lines": lines, "awaiting": awaiting, "credited": payment.credited_amount, "refunds": refunds,
+            "refunded": sum(r.amount for r in refunds), "saved_method": saved, "paid_on": when,
+            "receipt_number": f"R-{payment.id:06d}", "locale": business.locale,
+            "brand_color": business.brand_color, "has_logo": business.has_logo}
+
+
+def receipt_pdf(client_id: int, payment_id: int) -> tuple[bytes, str]:
+    """The receipt as a PDF (WeasyPrint, through the same guarded fetcher as invoice PDFs)."""
+    from flask import render_template
+    from weasyprint import HTML
+
+    from portal.services import pdf
+
+    context = client_receipt(client_id, payment_id)
+    html = render_template("pdf/receipt.html", logo_url=pdf.LOGO_URL, **context)
+    data = HTML(string=html, base_url=pdf.BASE, url_fetcher=pdf.PortalFetcher()).write_pdf()
+    return data, f"receipt-{context['receipt_number']}.pdf"

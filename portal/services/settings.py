@@ -26,8 +26,20 @@ EDITABLE = (
     "currency", "timezone", "locale", "invoice_number_format", "payment_terms_days", "invoice_footer",
     "invoice_next_number", "invoice_memo", "notify_invoice_ready", "notify_payment_receipt",
     "notify_staff_on_payment", "accept_card", "accept_sepa_debit", "accept_us_bank_account",
+    # Client portal (F4)
+    "clients_manage_autopay", "autopay_timing", "autopay_days_before", "auto_apply_credit",
+    "restrict_overdue_days", "restrict_actions", "card_expiry_notice_days", "credit_note_number_format",
 )
 NOTIFY_TOGGLES = ("notify_invoice_ready", "notify_payment_receipt", "notify_staff_on_payment")
+TOGGLES = NOTIFY_TOGGLES + ("clients_manage_autopay", "auto_apply_credit")
+AUTOPAY_TIMINGS = {
+    "on_issue": "When the invoice is issued",
+    "on_due_date": "On the due date",
+    "days_before_due": "A number of days before the due date",
+}
+AUTOPAY_DAYS = (1, 60)
+RESTRICT_DAYS = (1, 365)
+CARD_NOTICE_DAYS = (1, 90)
 MAX_INVOICE_NUMBER = 2_000_000_000
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -52,6 +64,16 @@ def get_business() -> Business:
     return business
 
 
+def valid_number_format(fmt: str | None) -> bool:
+    """An invoice or credit note numbering format: has {seq}, may have {year} and {month}, fits the column."""
+    fmt = fmt or ""
+    try:
+        sample = fmt.format(year=2026, month=1, seq=1)
+    except (KeyError, ValueError, IndexError, AttributeError, TypeError):
+        return False
+    return "{seq" in fmt and bool(sample.strip()) and len(fmt) <= 64
+
+
 def validate(values: dict) -> dict[str, str]:
     """Field → message for every value that cannot be saved."""
     errors: dict[str, str] = {}
@@ -68,14 +90,12 @@ def validate(values: dict) -> dict[str, str]:
             Locale.parse(values.get("locale") or "")
         except (ValueError, UnknownLocaleError):
             errors["locale"] = "Use a locale like en_US or pt_PT."
-    if "invoice_number_format" in values:
-        fmt = values.get("invoice_number_format") or ""
-        try:
-            sample = fmt.format(year=2026, month=1, seq=1)
-            if "{seq" not in fmt or not sample.strip():
-                raise ValueError
-        except (KeyError, ValueError, IndexError):
-            errors["invoice_number_format"] = "Include {seq} (and optionally {year}, {month}), e.g. INV-{year}-{seq:05d}."
+    if "invoice_number_format" in values and not valid_number_format(values.get("invoice_number_format")):
+        errors["invoice_number_format"] = "Include {seq} (and optionally {year}, {month}), e.g. INV-{year}-{seq:05d}."
+    if "credit_note_number_format" in values and not valid_number_format(values.get("credit_note_number_format")):
+        errors["credit_note_number_format"] = (
+            "Include {seq} (and optionally {year}, {month}), e.g. CN-{year}-{seq:05d}.")
+    errors.update(_portal_errors(values))
     if "payment_terms_days" in values:
         days = values.get("payment_terms_days")
         if not isinstance(days, int) or not 0 <= days <= 365:
@@ -84,7 +104,7 @@ def validate(values: dict) -> dict[str, str]:
         errors["invoice_memo"] = "Keep the memo under 5,000 characters."
     if "invoice_footer" in values and len(values.get("invoice_footer") or "") > 2000:
         errors["invoice_footer"] = "Keep the footer under 2,000 characters."
-    for toggle in NOTIFY_TOGGLES:
+    for toggle in TOGGLES:
         if toggle in values and not isinstance(values[toggle], bool):
             errors[toggle] = "Choose on or off."
     if "invoice_next_number" in values:
@@ -101,6 +121,32 @@ def validate(values: dict) -> dict[str, str]:
     return errors
 
 
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _portal_errors(values: dict) -> dict[str, str]:
+    """The client-portal settings (F4): autopay, restriction, expiring cards."""
+    from portal.services.restrictions import RESTRICTABLE
+
+    errors: dict[str, str] = {}
+    if "autopay_timing" in values and values["autopay_timing"] not in AUTOPAY_TIMINGS:
+        errors["autopay_timing"] = "Choose when autopay charges."
+    if values.get("autopay_timing") == "days_before_due" and "autopay_days_before" in values \
+            and not _whole(values["autopay_days_before"], *AUTOPAY_DAYS):
+        errors["autopay_days_before"] = "Use a number of days between 1 and 60."
+    if "restrict_overdue_days" in values and values["restrict_overdue_days"] is not None \
+            and not _whole(values["restrict_overdue_days"], *RESTRICT_DAYS):
+        errors["restrict_overdue_days"] = "Use a number of days between 1 and 365, or leave it empty."
+    if "restrict_actions" in values:
+        chosen = values["restrict_actions"]
+        if not isinstance(chosen, list) or any(key not in RESTRICTABLE for key in chosen):
+            errors["restrict_actions"] = "Choose among the actions listed."
+    if "card_expiry_notice_days" in values and not _whole(values["card_expiry_notice_days"], *CARD_NOTICE_DAYS):
+        errors["card_expiry_notice_days"] = "Use a number of days between 1 and 90."
+    return errors
+
+
 def highest_invoice_sequence() -> int:
     """The highest sequence number a finalized invoice already has (0 if none)."""
     from sqlalchemy import func
@@ -114,6 +160,10 @@ def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None =
                     remove_logo: bool = False) -> Business:
     """Save settings. Raises ServiceError (with ``errors``) and changes nothing if any value is bad."""
     values = {k: v for k, v in values.items() if k in EDITABLE}
+    if values.get("autopay_timing", "days_before_due") != "days_before_due":
+        values.pop("autopay_days_before", None)  # only used with "N days before due": the stored number stays
+    if isinstance(values.get("restrict_actions"), (list, tuple)):
+        values["restrict_actions"] = list(dict.fromkeys(values["restrict_actions"]))
     if "invoice_next_number" in values:
         # Hold the business row (the numbering counter) first, as finalizing does: an invoice
         # numbered meanwhile is then committed and seen by the check below, never skipped over.
@@ -151,6 +201,68 @@ def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None =
     )
     commit()
     return business
+
+
+# One client's billing settings (F4) ------------------------------------------------------------
+
+CLIENT_BILLING_FIELDS = ("autopay", "autopay_timing", "autopay_days_before", "auto_apply_credit")
+
+
+def has_default_method(client_id: int) -> bool:
+    """Whether the client has a default saved payment method (not removed): what autopay charges."""
+    from portal.models import PaymentMethod
+
+    return db.session.scalar(
+        select(PaymentMethod.id).where(PaymentMethod.client_id == client_id, PaymentMethod.removed_at.is_(None),
+                                       PaymentMethod.is_default.is_(True)).limit(1)) is not None
+
+
+def update_client_billing(client_id: int, values: dict, actor: Actor):
+    """Staff set one client's autopay (on/off, timing override) and automatic credit (None = the
+    business default). Turning autopay on needs a default saved payment method. Raises ServiceError
+    (with ``errors``) and changes nothing if any value is bad."""
+    from portal.models import Client
+    from portal.services.errors import NotFound
+
+    client = db.session.scalar(select(Client).where(Client.id == client_id).with_for_update()
+                               .execution_options(populate_existing=True))
+    if client is None:
+        rollback()
+        raise NotFound("No such client.")
+    errors: dict[str, str] = {}
+    autopay = values.get("autopay")
+    timing = values.get("autopay_timing") or None
+    days = values.get("autopay_days_before")
+    credit = values.get("auto_apply_credit")
+    if not isinstance(autopay, bool):
+        errors["autopay"] = "Choose on or off."
+    elif autopay and not client.autopay and not has_default_method(client.id):
+        errors["autopay"] = ("Autopay needs a default saved payment method. "
+                             "This client has none yet: a contact can add one in the portal.")
+    if timing is not None and timing not in AUTOPAY_TIMINGS:
+        errors["autopay_timing"] = "Choose when autopay charges."
+    if timing == "days_before_due":
+        if not _whole(days, *AUTOPAY_DAYS):
+            errors["autopay_days_before"] = "Use a number of days between 1 and 60."
+    else:
+        days = None
+    if credit is not None and not isinstance(credit, bool):
+        errors["auto_apply_credit"] = "Choose the business default, on or off."
+    if errors:
+        rollback()
+        error = ServiceError("The billing settings could not be saved.")
+        error.errors = errors
+        raise error
+    after = {"autopay": autopay, "autopay_timing": timing, "autopay_days_before": days, "auto_apply_credit": credit}
+    before = {k: getattr(client, k) for k in CLIENT_BILLING_FIELDS}
+    changed = [k for k in CLIENT_BILLING_FIELDS if before[k] != after[k]]
+    for key in changed:
+        setattr(client, key, after[key])
+    if changed:
+        record_event("client.billing_settings_updated", "client", client.id, actor,
+                     before={k: before[k] for k in changed}, after={k: after[k] for k in changed})
+    commit()
+    return client
 
 
 def readable_text_color(hex_color: str | None) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectChoice, SelectField,
-                     StringField, TextAreaField)
+                     SelectMultipleField, StringField, TextAreaField)
+from wtforms.widgets import CheckboxInput, ListWidget
 from wtforms.validators import (DataRequired, Email, EqualTo, Length, NumberRange, Optional, Regexp,
                                 StopValidation)
 
 from portal.services.passwords import MIN_LENGTH
+from portal.services.restrictions import RESTRICTABLE
+from portal.services.settings import AUTOPAY_TIMINGS
 
 
 class LoginForm(FlaskForm):
@@ -86,6 +89,28 @@ def _whole_number(message: str):
     return check
 
 
+class _OnlyWhen:
+    """Required when another field has a given value; otherwise ignored (whatever was typed)."""
+
+    def __init__(self, other: str, value: str, message: str):
+        self.other, self.value, self.message = other, value, message
+
+    def __call__(self, form, field):
+        if form[self.other].data != self.value:
+            field.errors[:] = []
+            raise StopValidation()
+        if field.data is None or field.process_errors:
+            field.errors[:] = []
+            raise StopValidation(self.message)
+
+
+class CheckboxesField(SelectMultipleField):
+    """A list of checkboxes: the values ticked."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
 class SettingsForm(FlaskForm):
     name = StringField("Business name", validators=[DataRequired(message="Enter the business name."),
                                                     Length(max=200)])
@@ -123,6 +148,27 @@ class SettingsForm(FlaskForm):
     accept_us_bank_account = BooleanField("US bank account, ACH debit (USD invoices)")
     logo = FileField("Logo", description="PNG, JPEG, GIF or WebP, up to 512 KB.")
     remove_logo = BooleanField("Remove the logo")
+    # Client portal (F4)
+    clients_manage_autopay = BooleanField("Clients may turn autopay on or off in the portal")
+    autopay_timing = SelectField("When autopay charges", default="on_issue",
+                                 choices=[SelectChoice(key, label) for key, label in AUTOPAY_TIMINGS.items()],
+                                 description="The default; you can set another timing for a client on their page.")
+    autopay_days_before = IntegerField("Days before the due date", validators=[
+        _OnlyWhen("autopay_timing", "days_before_due", "Use a number of days between 1 and 60."),
+        NumberRange(min=1, max=60, message="Use a number of days between 1 and 60.")],
+        description="Used with \u201cA number of days before the due date\u201d.")
+    auto_apply_credit = BooleanField("Apply a client's credit balance to an invoice automatically when it is finalized")
+    restrict_overdue_days = IntegerField("Restrict clients with an invoice overdue more than (days)", validators=[
+        Optional(), _whole_number("Use a number of days between 1 and 365, or leave it empty."),
+        NumberRange(min=1, max=365, message="Use a number of days between 1 and 365, or leave it empty.")],
+        description="Leave empty to never restrict anyone.")
+    restrict_actions = CheckboxesField("What a restricted client can't do in the portal",
+                                       choices=[SelectChoice(key, label) for key, label in RESTRICTABLE.items()])
+    card_expiry_notice_days = IntegerField("Warn about an expiring card (days before)", validators=[
+        _whole_number("Use a number of days between 1 and 90."),
+        NumberRange(min=1, max=90, message="Use a number of days between 1 and 90.")],
+        description="Clients get one email per card this many days before it expires.")
+    credit_note_number_format = StringField("Credit note number format", validators=[DataRequired(), Length(max=64)])
 
 
 class PortalLinkForm(FlaskForm):

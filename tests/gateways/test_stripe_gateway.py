@@ -443,6 +443,168 @@ def test_without_an_endpoint_secret_every_webhook_is_refused(fake):
         gateway.close()
 
 
+# Customers, saved methods (SetupIntents) and off-session charges --------------------------
+
+def saved_method(gateway: StripeGateway, token: str = "pm_card_visa", types: tuple[str, ...] = ("card",),
+                 key: str = "1") -> tuple[str, base.SetupIntent]:
+    customer = gateway.ensure_customer(f"client-{key}", "ana@acme.example", "Acme Ltd", f"client-{key}-customer")
+    setup = gateway.create_setup_intent(customer, list(types), f"client-{key}-setup-1", {"client_id": key})
+    return customer, gateway.confirm_setup_intent(setup.id, token, f"client-{key}-setup-1-confirm")
+
+
+def test_a_customer_is_created_once_per_key(gateway, fake):
+    first = gateway.ensure_customer("client-7", "ana@acme.example", "Acme Ltd", "client-7-customer")
+    again = gateway.ensure_customer("client-7", "ana@acme.example", "Acme Ltd", "client-7-customer")
+
+    assert first == again and first.startswith("cus_")
+    assert list(fake.customers) == [first]
+    on_server = fake.customers[first]
+    assert (on_server["email"], on_server["name"], on_server["metadata"]) == (
+        "ana@acme.example", "Acme Ltd", {"reference": "client-7"})
+    assert keys_sent(fake) == ["client-7-customer", "client-7-customer"] and fake.requests[-1].replayed
+
+
+def test_saving_a_card_with_a_setup_intent(gateway, fake):
+    customer = gateway.ensure_customer("client-1", None, "Acme Ltd", "client-1-customer")
+    setup = gateway.create_setup_intent(customer, ["card", "sepa_debit"], "client-1-setup-1", {"client_id": "1"})
+
+    assert setup.id.startswith("seti_") and setup.status == base.REQUIRES_PAYMENT_METHOD
+    assert setup.client_secret.startswith(setup.id + "_secret_")
+    assert (setup.customer, setup.payment_method, setup.metadata) == (customer, None, {"client_id": "1"})
+    on_server = fake.setup_intents[setup.id]
+    assert (on_server["usage"], on_server["payment_method_types"]) == ("off_session", ["card", "sepa_debit"])
+
+    done = gateway.confirm_setup_intent(setup.id, "pm_card_visa", "client-1-setup-1-confirm")
+    assert done.status == base.SUCCEEDED and done.payment_method.startswith("pm_")
+    assert fake.payment_methods[done.payment_method]["customer"] == customer
+    assert gateway.retrieve_setup_intent(setup.id) == done
+    method = gateway.retrieve_payment_method(done.payment_method)
+    assert (method.id, method.type, method.brand, method.last4, method.exp_month, method.exp_year) == (
+        done.payment_method, "card", "visa", "4242", 12, 2034)
+    assert keys_sent(fake) == ["client-1-customer", "client-1-setup-1", "client-1-setup-1-confirm"]
+
+
+def test_a_setup_intent_replays_under_the_same_key(gateway, fake):
+    customer = gateway.ensure_customer("client-1", None, "Acme Ltd", "c")
+    first = gateway.create_setup_intent(customer, ["card"], "setup-key", {})
+    assert gateway.create_setup_intent(customer, ["card"], "setup-key", {}) == first
+    assert list(fake.setup_intents) == [first.id]
+    with pytest.raises(GatewayError) as caught:
+        gateway.create_setup_intent(customer, ["card", "sepa_debit"], "setup-key", {})
+    assert caught.value.code == "idempotency_error"
+
+
+def test_a_declined_card_is_not_saved_and_the_setup_shows_why(gateway, fake):
+    customer = gateway.ensure_customer("client-1", None, "Acme Ltd", "c")
+    setup = gateway.create_setup_intent(customer, ["card"], "s", {})
+    with pytest.raises(GatewayError) as caught:
+        gateway.confirm_setup_intent(setup.id, "pm_card_chargeDeclined", "s-confirm")
+    assert (caught.value.code, caught.value.message, caught.value.retryable) == (
+        "card_declined", "Your card was declined.", False)
+    after = gateway.retrieve_setup_intent(setup.id)
+    assert (after.status, after.error_code, after.payment_method) == (base.REQUIRES_PAYMENT_METHOD, "card_declined",
+                                                                       None)
+    assert gateway.confirm_setup_intent(setup.id, "pm_card_mastercard", "s-confirm-2").status == base.SUCCEEDED
+
+
+@pytest.mark.parametrize("token, kind, bank, last4", [
+    ("pm_usBankAccount", "us_bank_account", "STRIPE TEST BANK", "6789"),
+    ("pm_sepaDebit", "sepa_debit", "DE bank 37040044", "3000"),
+])
+def test_a_saved_bank_account_has_a_bank_name_and_last4(gateway, token, kind, bank, last4):
+    _, done = saved_method(gateway, token, types=(kind,))
+    method = gateway.retrieve_payment_method(done.payment_method)
+    assert (method.type, method.bank_name, method.last4, method.brand, method.exp_year) == (kind, bank, last4,
+                                                                                            None, None)
+
+
+def test_charging_a_saved_card_off_session(gateway, fake):
+    customer, done = saved_method(gateway)
+    intent = gateway.charge_saved_method(7_500, "EUR", customer, done.payment_method, "invoice-9-autopay-1",
+                                         dict(INVOICE), payment_method_type="card")
+
+    assert (intent.status, intent.amount, intent.currency) == (base.SUCCEEDED, 7_500, "EUR")
+    assert (intent.payment_method_type, intent.error_code, intent.metadata) == ("card", None, INVOICE)
+    on_server = fake.intents[intent.id]
+    assert (on_server["customer"], on_server["payment_method"]) == (customer, done.payment_method)
+    create = [r for r in fake.requests if r.path == "/v1/payment_intents"]
+    assert [r.idempotency_key for r in create] == ["invoice-9-autopay-1"]
+    assert not any(r.method == "GET" for r in fake.requests), "the type was given: no lookup"
+    assert gateway.refund(intent.id, 7_500, "refund-1").amount == 7_500
+
+
+def test_a_declined_off_session_charge_is_returned_not_raised(gateway, fake):
+    # Stripe's 4000 0000 0000 0341: saving works, every charge is declined (402 with the intent).
+    customer, done = saved_method(gateway, "pm_card_chargeCustomerFail")
+    assert done.status == base.SUCCEEDED
+
+    intent = gateway.charge_saved_method(5_000, "USD", customer, done.payment_method, "invoice-3-autopay-1", {})
+
+    assert intent.id in fake.intents and intent.id.startswith("pi_")
+    assert intent.status == base.REQUIRES_PAYMENT_METHOD
+    assert (intent.error_code, intent.error_message) == ("card_declined", "Your card was declined.")
+    assert intent.payment_method_type == "card"
+    assert fake.requests[-1].status == 402
+    assert [r.method for r in fake.requests[-2:]] == ["GET", "POST"], "no type given: looked up first"
+    # The same key replays the same declined intent: no second charge attempt.
+    again = gateway.charge_saved_method(5_000, "USD", customer, done.payment_method, "invoice-3-autopay-1", {},
+                                        payment_method_type="card")
+    assert again.id == intent.id and again.error_code == "card_declined"
+    assert fake.requests[-1].replayed and len(fake.intents) == 1
+    assert gateway.retrieve_intent(intent.id).error_code == "card_declined"
+
+
+def test_an_off_session_charge_that_needs_authentication_is_declined(gateway, fake):
+    customer = gateway.ensure_customer("client-1", None, "Acme Ltd", "c")
+    setup = gateway.create_setup_intent(customer, ["card"], "s", {})
+    pending = gateway.confirm_setup_intent(setup.id, "pm_card_authenticationRequired", "s-confirm")
+    assert pending.status == base.REQUIRES_ACTION
+    intent = gateway.charge_saved_method(5_000, "USD", customer, pending.payment_method, "k", {},
+                                         payment_method_type="card")
+    assert (intent.status, intent.error_code) == (base.REQUIRES_PAYMENT_METHOD, "authentication_required")
+
+
+def test_charging_a_saved_bank_account_is_processing(gateway, fake):
+    customer, done = saved_method(gateway, "pm_sepaDebit", types=("sepa_debit",))
+    intent = gateway.charge_saved_method(5_000, "EUR", customer, done.payment_method, "k", {},
+                                         payment_method_type="sepa_debit")
+    assert (intent.status, intent.payment_method_type) == (base.PROCESSING, "sepa_debit")
+    fake.succeed_processing(intent.id)
+    assert gateway.retrieve_intent(intent.id).status == base.SUCCEEDED
+
+
+def test_a_charge_that_fails_on_the_way_is_retryable_and_made_once(gateway, fake):
+    customer, done = saved_method(gateway)
+    fake.fail_next_with_500(after_processing=True)
+    with pytest.raises(GatewayError) as caught:
+        gateway.charge_saved_method(5_000, "USD", customer, done.payment_method, "k", {}, payment_method_type="card")
+    assert caught.value.retryable
+    intent = gateway.charge_saved_method(5_000, "USD", customer, done.payment_method, "k", {},
+                                         payment_method_type="card")
+    assert intent.status == base.SUCCEEDED and list(fake.intents) == [intent.id]
+
+
+def test_a_detached_method_cannot_be_charged_again(gateway, fake):
+    customer, done = saved_method(gateway)
+    gateway.detach_payment_method(done.payment_method)
+    assert fake.payment_methods[done.payment_method]["customer"] is None
+    gateway.detach_payment_method(done.payment_method)  # already detached: fine
+    with pytest.raises(GatewayError) as caught:
+        gateway.charge_saved_method(5_000, "USD", customer, done.payment_method, "k", {}, payment_method_type="card")
+    assert caught.value.code == "payment_method_unexpected_state" and not caught.value.retryable
+    with pytest.raises(GatewayError) as missing:
+        gateway.retrieve_payment_method("pm_doesnotexist")
+    assert missing.value.code == "resource_missing"
+
+
+def test_another_customers_method_cannot_be_charged(gateway):
+    _, done = saved_method(gateway, key="1")
+    other = gateway.ensure_customer("client-2", None, "Other", "client-2-customer")
+    with pytest.raises(GatewayError) as caught:
+        gateway.charge_saved_method(5_000, "USD", other, done.payment_method, "k", {}, payment_method_type="card")
+    assert caught.value.code == "payment_method_unexpected_state"
+
+
 # The house rule ---------------------------------------------------------------------------
 
 def test_only_the_stripe_gateway_imports_stripe():

@@ -8,6 +8,22 @@ It speaks just enough of Stripe's v1 API, on 127.0.0.1, for the official
     POST /v1/payment_intents/{id}/confirm    payment_method=<one of TEST_PAYMENT_METHODS or a pm_ id>
     POST /v1/payment_intents/{id}/cancel
     POST /v1/refunds                         payment_intent, amount (optional: the rest)
+    POST /v1/customers                       email, name, metadata[..]
+    POST /v1/setup_intents                   customer, payment_method_types[..], usage, metadata[..]
+    GET  /v1/setup_intents/{id}              expand[]=payment_method
+    POST /v1/setup_intents/{id}/confirm      payment_method=<a test token or a pm_ id>
+    GET  /v1/payment_methods/{id}
+    POST /v1/payment_methods/{id}/detach
+
+A PaymentIntent created with ``confirm=true`` (``customer``, ``payment_method``,
+``off_session=true``) is created and confirmed in one call, as Stripe does for charging a
+saved method: a decline answers 402 ``card_error`` with the ``payment_intent`` in the error
+body, and an off-session charge of a card that needs authentication declines
+``authentication_required``. A SetupIntent attaches its method to its customer; a declining
+test card is refused while saving it (402 with the ``setup_intent`` in the error body), except
+``pm_card_chargeCustomerFail`` (4000 0000 0000 0341), which attaches and then declines every
+charge. A method attached to a customer can only be charged with that customer, and a detached
+one never again.
 
 Like Stripe it takes form-encoded bodies, a ``Bearer`` secret key, and honours
 ``Idempotency-Key``: the same key with the same parameters replays the first
@@ -66,6 +82,7 @@ class PaymentMethodSpec:
     code: str | None = None           # for declines
     decline_code: str | None = None
     message: str | None = None
+    attaches: bool = False            # a declining card that can still be saved to a customer
 
 
 def _card(brand: str, last4: str) -> dict[str, Any]:
@@ -92,6 +109,8 @@ TEST_PAYMENT_METHODS: dict[str, PaymentMethodSpec] = {
     "pm_card_chargeDeclinedProcessingError": PaymentMethodSpec(
         "card", "declined", _card("visa", "0119"), "processing_error", "processing_error",
         "An error occurred while processing your card. Try again in a little bit."),
+    "pm_card_chargeCustomerFail": PaymentMethodSpec(
+        "card", "declined", _card("visa", "0341"), "card_declined", "generic_decline", _DECLINED, attaches=True),
     "pm_card_authenticationRequired": PaymentMethodSpec("card", "requires_action", _card("visa", "3184")),
     "pm_usBankAccount": PaymentMethodSpec(
         "us_bank_account", "processing",
@@ -215,6 +234,9 @@ class FakeStripe:
         self.intents: dict[str, dict[str, Any]] = {}
         self.payment_methods: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.setup_intents: dict[str, dict[str, Any]] = {}
+        self._detached: set[str] = set()     # pm ids detached from their customer: unusable
         self.events: list[dict[str, Any]] = []
         self.requests: list[RequestRecord] = []
         self.errors: list[str] = []          # unexpected exceptions inside the fake
@@ -404,6 +426,32 @@ class FakeStripe:
                     return self._cancel(pi, params)
         if method == "POST" and path == "/v1/refunds":
             return self._refund(params)
+        if method == "POST" and path == "/v1/customers":
+            return self._create_customer(params)
+        m = re.fullmatch(r"/v1/setup_intents(?:/([^/]+))?(?:/(confirm))?", path)
+        if m:
+            setup_id, action = m.groups()
+            if method == "POST" and setup_id is None:
+                return self._create_setup_intent(params)
+            if setup_id is not None:
+                seti = self.setup_intents.get(setup_id)
+                if seti is None:
+                    raise _invalid(f"No such setupintent: '{setup_id}'", "resource_missing", "intent", status=404)
+                if method == "GET" and action is None:
+                    return self._render_setup(seti, params.get("expand"))
+                if method == "POST" and action == "confirm":
+                    return self._confirm_setup(seti, params)
+        m = re.fullmatch(r"/v1/payment_methods/([^/]+)(?:/(detach))?", path)
+        if m:
+            pm_id, action = m.groups()
+            pm = self.payment_methods.get(pm_id)
+            if pm is None:
+                raise _invalid(f"No such PaymentMethod: '{pm_id}'", "resource_missing", "payment_method",
+                               status=404)
+            if method == "GET" and action is None:
+                return json.loads(json.dumps(pm))
+            if method == "POST" and action == "detach":
+                return self._detach(pm)
         raise _invalid(f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
                        "or we can help at https://support.stripe.com/.", status=404)
 
@@ -428,6 +476,14 @@ class FakeStripe:
         types = params.get("payment_method_types") or ["card"]
         if not isinstance(types, list):
             raise _invalid("Invalid array", "parameter_invalid_string", "payment_method_types")
+        customer = params.get("customer")
+        if customer and customer not in self.customers:
+            raise _invalid(f"No such customer: '{customer}'", "resource_missing", "customer")
+        confirm = params.get("confirm") == "true"
+        off_session = params.get("off_session") in ("true", "one_off", "recurring")
+        if off_session and not confirm:
+            raise _invalid("You may only specify `off_session` when `confirm` is true.", "parameter_invalid_string",
+                           "off_session")
         intent_id = new_id("pi")
         pi = {
             "id": intent_id,
@@ -440,7 +496,7 @@ class FakeStripe:
             "confirmation_method": "automatic",
             "created": int(time.time()),
             "currency": currency.lower(),
-            "customer": None,
+            "customer": customer or None,
             "description": params.get("description"),
             "last_payment_error": None,
             "latest_charge": None,
@@ -455,6 +511,9 @@ class FakeStripe:
         }
         self.intents[intent_id] = pi
         self._emit("payment_intent.created", self._render(pi))
+        if confirm:
+            return self._confirm(pi, {"payment_method": params.get("payment_method"), "expand": params.get("expand"),
+                                      "off_session": off_session})
         return self._render(pi, params.get("expand"))
 
     def _payment_method(self, ref: str) -> tuple[dict[str, Any], PaymentMethodSpec]:
@@ -481,6 +540,7 @@ class FakeStripe:
                            "Update the PaymentIntent with a payment method and then confirm it again.",
                            "payment_intent_unexpected_state", payment_intent=self._render(pi))
         pm, spec = self._payment_method(ref)
+        self._check_owner(pm, pi["customer"])
         if spec.type not in pi["payment_method_types"]:
             raise _invalid(f"The PaymentMethod provided ({spec.type}) is not allowed for this PaymentIntent. "
                            "Please attach a PaymentMethod of one of the following types: "
@@ -488,6 +548,17 @@ class FakeStripe:
                            "payment_intent_incompatible_payment_method", "payment_method")
         pi["last_payment_error"] = None
         pi["next_action"] = None
+        if spec.outcome == "requires_action" and params.get("off_session"):
+            # Off session nobody can authenticate: Stripe declines at once.
+            pi["latest_charge"] = new_id("ch")
+            error = {"type": "card_error", "code": "authentication_required",
+                     "decline_code": "authentication_required", "charge": pi["latest_charge"],
+                     "message": "Your card was declined. This transaction requires authentication.",
+                     "payment_method": pm, "doc_url": "https://stripe.com/docs/error-codes/authentication-required"}
+            pi["status"] = "requires_payment_method"
+            pi["last_payment_error"] = error
+            self._emit("payment_intent.payment_failed", self._render(pi))
+            raise StripeApiError(402, {**error, "payment_intent": self._render(pi)}, save=True)
         if spec.outcome == "requires_action":
             pi["status"] = "requires_action"
             pi["payment_method"] = pm["id"]
@@ -571,7 +642,127 @@ class FakeStripe:
         self._emit("refund.created", dict(refund))
         return dict(refund)
 
+    def _check_owner(self, pm: dict[str, Any], customer: str | None) -> None:
+        if pm["id"] in self._detached:
+            raise _invalid("The provided PaymentMethod was previously used with a PaymentIntent without Customer "
+                           "attachment, shared with a connected account without Customer attachment, or was "
+                           "detached from a Customer. It may not be used again. To use a PaymentMethod multiple "
+                           "times, you must attach it to a Customer first.", "payment_method_unexpected_state",
+                           "payment_method")
+        if pm["customer"] and pm["customer"] != customer:
+            raise _invalid(f"The provided PaymentMethod belongs to a Customer ({pm['customer']}); include that "
+                           "Customer in the `customer` parameter.", "payment_method_unexpected_state",
+                           "payment_method")
+
+    def _create_customer(self, params: dict[str, Any]) -> dict[str, Any]:
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise _invalid("Invalid object", "parameter_invalid_string", "metadata")
+        customer = {"id": new_id("cus", 14), "object": "customer", "created": int(time.time()),
+                    "email": params.get("email") or None, "name": params.get("name") or None,
+                    "metadata": dict(metadata), "livemode": False,
+                    "invoice_settings": {"default_payment_method": None}}
+        self.customers[customer["id"]] = customer
+        self._emit("customer.created", dict(customer))
+        return json.loads(json.dumps(customer))
+
+    def _create_setup_intent(self, params: dict[str, Any]) -> dict[str, Any]:
+        customer = params.get("customer")
+        if customer and customer not in self.customers:
+            raise _invalid(f"No such customer: '{customer}'", "resource_missing", "customer")
+        types = params.get("payment_method_types") or ["card"]
+        if not isinstance(types, list):
+            raise _invalid("Invalid array", "parameter_invalid_string", "payment_method_types")
+        usage = params.get("usage") or "off_session"
+        if usage not in ("off_session", "on_session"):
+            raise _invalid("Invalid usage: must be one of off_session or on_session", "parameter_invalid_string",
+                           "usage")
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise _invalid("Invalid object", "parameter_invalid_string", "metadata")
+        setup_id = new_id("seti")
+        seti = {
+            "id": setup_id,
+            "object": "setup_intent",
+            "cancellation_reason": None,
+            "client_secret": f"{setup_id}_secret_{new_id('x', 25)[2:]}",
+            "created": int(time.time()),
+            "customer": customer or None,
+            "description": params.get("description"),
+            "last_setup_error": None,
+            "latest_attempt": None,
+            "livemode": False,
+            "mandate": None,
+            "metadata": dict(metadata),
+            "next_action": None,
+            "payment_method": None,
+            "payment_method_types": list(types),
+            "status": "requires_payment_method",
+            "usage": usage,
+        }
+        self.setup_intents[setup_id] = seti
+        self._emit("setup_intent.created", self._render_setup(seti))
+        return self._render_setup(seti, params.get("expand"))
+
+    def _confirm_setup(self, seti: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        if seti["status"] not in ("requires_payment_method", "requires_confirmation", "requires_action"):
+            raise _invalid(f"You cannot confirm this SetupIntent because it has a status of {seti['status']}.",
+                           "setup_intent_unexpected_state", setup_intent=self._render_setup(seti))
+        ref = params.get("payment_method") or seti["payment_method"]
+        if not ref:
+            raise _invalid("You cannot confirm this SetupIntent because it's missing a payment method.",
+                           "setup_intent_unexpected_state", setup_intent=self._render_setup(seti))
+        pm, spec = self._payment_method(ref)
+        self._check_owner(pm, seti["customer"])
+        if spec.type not in seti["payment_method_types"]:
+            raise _invalid(f"The PaymentMethod provided ({spec.type}) is not allowed for this SetupIntent. "
+                           "Please attach a PaymentMethod of one of the following types: "
+                           f"{', '.join(seti['payment_method_types'])}.",
+                           "setup_intent_incompatible_payment_method", "payment_method")
+        seti["last_setup_error"] = None
+        seti["next_action"] = None
+        seti["latest_attempt"] = new_id("setatt")
+        if spec.outcome == "declined" and not spec.attaches:
+            error = {"type": "card_error", "code": spec.code, "decline_code": spec.decline_code,
+                     "message": spec.message, "payment_method": pm,
+                     "doc_url": f"https://stripe.com/docs/error-codes/{(spec.code or '').replace('_', '-')}"}
+            seti["status"] = "requires_payment_method"
+            seti["payment_method"] = None
+            seti["last_setup_error"] = error
+            self._emit("setup_intent.setup_failed", self._render_setup(seti))
+            raise StripeApiError(402, {**error, "setup_intent": self._render_setup(seti)}, save=True)
+        seti["payment_method"] = pm["id"]
+        if spec.outcome == "requires_action":
+            seti["status"] = "requires_action"
+            seti["next_action"] = {"type": "use_stripe_sdk", "use_stripe_sdk": {}}
+            self._emit("setup_intent.requires_action", self._render_setup(seti))
+            return self._render_setup(seti, params.get("expand"))
+        if seti["customer"]:
+            pm["customer"] = seti["customer"]
+            self._emit("payment_method.attached", json.loads(json.dumps(pm)))
+        if spec.type != "card":
+            seti["mandate"] = new_id("mandate")
+        seti["status"] = "succeeded"
+        self._emit("setup_intent.succeeded", self._render_setup(seti))
+        return self._render_setup(seti, params.get("expand"))
+
+    def _detach(self, pm: dict[str, Any]) -> dict[str, Any]:
+        if not pm["customer"]:
+            raise _invalid("The payment method you provided is not attached to a customer so detachment is "
+                           "impossible.", "payment_method_unexpected_state")
+        pm["customer"] = None
+        self._detached.add(pm["id"])
+        self._emit("payment_method.detached", json.loads(json.dumps(pm)))
+        return json.loads(json.dumps(pm))
+
     # rendering
+
+    def _render_setup(self, seti: dict[str, Any], expand: Any = None) -> dict[str, Any]:
+        data = json.loads(json.dumps(seti))
+        expand = expand if isinstance(expand, list) else ([expand] if expand else [])
+        if "payment_method" in expand and data["payment_method"]:
+            data["payment_method"] = json.loads(json.dumps(self.payment_methods[data["payment_method"]]))
+        return data
 
     def _render(self, pi: dict[str, Any], expand: Any = None) -> dict[str, Any]:
         data = json.loads(json.dumps(pi))

@@ -41,11 +41,24 @@ def home():
                   pay_all=payments.pay_all_summary(contact.client_id))
 
 
+@bp.context_processor
+def _restriction_banner():
+    """The restriction banner on every portal page (client/_restriction_banner.html): a callable,
+    so a client that is not restricted costs nothing."""
+    from portal.services import restrictions
+
+    return {"portal_restriction": lambda: restrictions.notice(current_user.client)}
+
+
 @bp.get("/invoices")
 def invoices():
     page = request.args.get("page", 1, type=int)
-    result = invoice_service.client_invoices(current_user.client_id, page=page)
-    return render("client/invoices.html", block="invoice_rows", invoices=result)
+    status = request.args.get("status", "all")
+    if status not in invoice_service.PORTAL_STATUS_FILTERS:
+        status = "all"  # an unknown filter shows everything
+    result = invoice_service.client_invoices(current_user.client_id, page=page, status=status)
+    return render("client/invoices.html", block="invoice_rows", invoices=result, status=status,
+                  filters=invoice_service.PORTAL_STATUS_FILTERS)
 
 
 _PAY_FIELDS = ("method", "card_number", "expiry", "cvc", "account")
@@ -161,4 +174,4 @@ def password_change():
 
 
 # F4 pages live in their own modules; importing them registers their routes on ``bp``.
-from portal.web.client import credit, methods, pay_all  # noqa: E402,F401
+from portal.web.client import credit, credit_notes, methods, pay_all  # noqa: E402,F401

@@ -1,10 +1,17 @@
-"""The client portal's credit balance and ledger (/portal/credit). F4 stub."""
+"""The client portal's credit balance and ledger (/portal/credit): the signed-in contact's own
+client only (every contact of that client sees the same)."""
 from __future__ import annotations
 
+from flask import request
+from flask_login import current_user
+
+from portal.services import credits
 from portal.web.client import bp
 from portal.web.rendering import render
 
 
 @bp.get("/credit")
 def credit():
-    return render("client/credit.html")
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    return render("client/credit.html", block="credit_rows",
+                  credit=credits.portal_credit(current_user.client_id, page=page))

@@ -7,4 +7,4 @@ bp = Blueprint("staff", __name__)
 bp.before_request(require_staff)
 
 from portal.web.staff import catalogue, charges, clients, dashboard, email_templates, emails, invoices, settings  # noqa: E402,F401
-from portal.web.staff import cards, credit_notes, credits  # noqa: E402,F401  (F4)
+from portal.web.staff import cards, client_billing, credit_notes, credits  # noqa: E402,F401  (F4)

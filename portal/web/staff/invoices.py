@@ -15,7 +15,6 @@ from jinja2_fragments.flask import render_blocks
 from portal.services import clients as client_service
 from portal.services import autopay, credit_notes, credits, invoice_lists, invoice_pages
 from portal.services import invoices as invoice_service
-from portal.services import payments as payment_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
 from portal.services.invoices import DraftInput, InvoiceInvalid
@@ -174,7 +173,7 @@ def _editor(invoice, values: DraftInput, errors: dict | None = None, status: int
     return render(EDITOR, **context), status
 
 
-def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=None):
+def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=None, credit_note=None):
     context = invoice_service.document(invoice)
     return render(
         SHOW, actions=invoice_pages.allowed_actions(invoice),
@@ -182,7 +181,7 @@ def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=
         payment=payment or invoice_pages.payment_defaults(invoice), payment_errors=payment_errors or {},
         methods=invoice_service.MANUAL_METHODS, logo_url=url_for("public.logo"), refund=refund or {},
         credit_panel=credits.invoice_panel(invoice), card_panel=autopay.invoice_panel(invoice),
-        credit_notes_panel=credit_notes.invoice_panel(invoice), **context,
+        credit_notes_panel=credit_notes.invoice_panel(invoice, **(credit_note or {})), **context,
     ), status
 
 
@@ -379,22 +378,24 @@ def invoice_pdf(invoice_id: int):
     return downloads.invoice_pdf(_invoice_or_404(invoice_id))
 
 
-# Refunds (F3) ---------------------------------------------------------------------------------
+# Refunds (F3; F4: through a credit note) --------------------------------------------------------
 
 @bp.post("/invoices/<int:invoice_id>/payments/<int:payment_id>/refund")
 def invoice_refund(invoice_id: int, payment_id: int):
-    invoice = _invoice_or_404(invoice_id)
+    """Refund on a payment: a credit note whose refund part is the amount, so the invoice stays
+    settled and the refund has a numbered document."""
+    _invoice_or_404(invoice_id)
     typed = {"payment_id": payment_id, "amount": request.form.get("amount", "").strip()[:30],
              "reason": request.form.get("reason", "").strip()[:500]}
     try:
-        payment_service.refund_invoice_payment(invoice_id, payment_id, typed["amount"], typed["reason"],
-                                                      _actor())
+        note = credit_notes.refund_payment(invoice_id, payment_id, typed["amount"], typed["reason"], _actor())
     except NotFound:
         abort(404)
     except ServiceError as exc:
         if exc.field:
-            return _show(invoice, status=422, refund={**typed, "error": exc.message})
+            return _show(_invoice_or_404(invoice_id), status=422, refund={**typed, "error": exc.message})
         flash(exc.message, "error")
         return _back(invoice_id)
-    flash("Refund recorded. The client is emailed about it.", "success")
+    flash(f"Refund recorded with credit note {note.number}. The client is emailed about it." if note else
+          "Refund recorded. The client is emailed about it.", "success")
     return _back(invoice_id)

@@ -1,0 +1,86 @@
+"""A client's billing settings (autopay, automatic credit) and restriction, on the staff client page."""
+from __future__ import annotations
+
+from flask import abort, flash, g, redirect, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, IntegerField, SelectChoice, SelectField
+from wtforms.validators import NumberRange, StopValidation
+
+from portal.services import restrictions
+from portal.services import settings as settings_service
+from portal.services.errors import NotFound, ServiceError
+from portal.services.events import Actor
+from portal.web.staff import bp
+from portal.web.staff import clients as client_pages
+
+CREDIT_CHOICES = {"default": None, "on": True, "off": False}
+
+
+def _days_when_needed(form, field):
+    """Days are read only with "N days before the due date"; then they must be a whole number."""
+    if form.autopay_timing.data != "days_before_due":
+        field.errors[:] = []
+        raise StopValidation()
+    if field.data is None or field.process_errors:
+        field.errors[:] = []
+        raise StopValidation("Use a number of days between 1 and 60.")
+
+
+class ClientBillingForm(FlaskForm):
+    autopay = BooleanField("Autopay: charge the default saved payment method")
+    autopay_timing = SelectField("When autopay charges", default="", choices=[
+        SelectChoice("", "Business default"),
+        *[SelectChoice(key, label) for key, label in settings_service.AUTOPAY_TIMINGS.items()],
+    ])
+    autopay_days_before = IntegerField("Days before the due date", validators=[
+        _days_when_needed, NumberRange(min=1, max=60, message="Use a number of days between 1 and 60.")])
+    auto_apply_credit = SelectField("Apply credit balance to new invoices", default="default", choices=[
+        SelectChoice("default", "Business default"), SelectChoice("on", "Yes, automatically"),
+        SelectChoice("off", "No, only when staff apply it"),
+    ])
+
+
+def _form_for(client) -> ClientBillingForm:
+    credit = next(key for key, value in CREDIT_CHOICES.items() if value is client.auto_apply_credit)
+    return ClientBillingForm(formdata=None, autopay=client.autopay, autopay_timing=client.autopay_timing or "",
+                             autopay_days_before=client.autopay_days_before, auto_apply_credit=credit)
+
+
+@bp.context_processor
+def _client_page_helpers():
+    """For the client page's slots: the billing settings form (as typed, after a refused save) and
+    what the restriction says. Callables, so pages that don't show them pay nothing."""
+    def billing_settings_form(client):
+        return g.get("client_billing_form") or _form_for(client)
+
+    return {
+        "billing_settings_form": billing_settings_form,
+        "client_has_default_method": lambda client: settings_service.has_default_method(client.id),
+        "client_restriction": restrictions.notice,
+    }
+
+
+@bp.post("/clients/<int:client_id>/billing-settings")
+def client_billing_settings(client_id: int):
+    form = ClientBillingForm()
+    if form.validate_on_submit():
+        values = {
+            "autopay": form.autopay.data,
+            "autopay_timing": form.autopay_timing.data or None,
+            "autopay_days_before": form.autopay_days_before.data,
+            "auto_apply_credit": CREDIT_CHOICES[form.auto_apply_credit.data],
+        }
+        try:
+            settings_service.update_client_billing(client_id, values, Actor.of(current_user))
+        except NotFound:
+            abort(404)
+        except ServiceError as exc:
+            for field, message in getattr(exc, "errors", {}).items():
+                getattr(form, field).errors = [message]
+        else:
+            flash("Billing settings saved.", "success")
+            return redirect(url_for("staff.client_detail", client_id=client_id, _anchor="billing-settings"), code=303)
+    # Refused: the client page again, with what was typed and why.
+    g.client_billing_form = form
+    return client_pages.client_detail(client_id), 422
