@@ -242,6 +242,9 @@ def revoke_portal_access(contact: Contact, actor: Actor) -> None:
 
 def update_own_profile(contact: Contact, name: str, phone: str) -> Contact:
     """The signed-in contact's own name and phone (the email is staff's to change)."""
+    from portal.services import restrictions
+
+    restrictions.ensure_allowed(contact.client, "profile")
     name, phone = (name or "").strip(), (phone or "").strip()
     if not name:
         raise ServiceError("Enter your name.", field="name")

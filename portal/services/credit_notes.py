@@ -193,7 +193,7 @@ def issue(invoice_id: int, typed: dict[str, str], actor: Actor) -> CreditNote:
         refund = None
         if split.to_refund:
             refund = payments.refund_money(payment, split.to_refund, memo or CREDIT_NOTE_REASONS[reason], actor,
-                                           invoice_id=invoice.id, credit_first=False)
+                                           invoice_id=invoice.id, credit_first=False, notify=False)
         note = _write(invoice, split, reason, memo or None, refund, actor)
     except ServiceError:
         rollback()
@@ -235,7 +235,8 @@ def refund_payment(invoice_id: int, payment_id: int, amount_text: str, reason_te
             errors = _check(invoice, Split(to_refund=from_invoice), room["invoice"])
             if errors:
                 raise ServiceError(next(iter(errors.values())), field="amount")
-            refund = payments.refund_money(payment, amount, memo, actor, invoice_id=invoice_id, credit_first=True)
+            refund = payments.refund_money(payment, amount, memo, actor, invoice_id=invoice_id, credit_first=True,
+                                           notify=False)
             note = _write(invoice, Split(to_refund=refund.amount - refund.from_credit), reason, memo or None,
                           refund, actor)
         else:

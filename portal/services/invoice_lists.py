@@ -378,5 +378,10 @@ def invoice_timeline(invoice_id: int, limit: int = 200) -> list[Event]:
 
 
 def invoice_payments(invoice_id: int) -> list[Payment]:
+    """The invoice's own payments and attempts, and "pay all" payments that paid part of it."""
+    from portal.models import PaymentAllocation
+
+    shared = select(PaymentAllocation.payment_id).where(PaymentAllocation.invoice_id == invoice_id)
     return list(db.session.scalars(
-        select(Payment).where(Payment.invoice_id == invoice_id).order_by(Payment.created_at, Payment.id)))
+        select(Payment).where((Payment.invoice_id == invoice_id) | Payment.id.in_(shared))
+        .order_by(Payment.created_at, Payment.id)))

@@ -392,7 +392,7 @@ def refundable(payment: Payment, invoice_id: int | None = None) -> dict:
 
 
 def refund_money(payment: Payment, amount: int, reason: str, actor: Actor, invoice_id: int | None = None,
-                 credit_first: bool = True) -> Refund:
+                 credit_first: bool = True, notify: bool = True) -> Refund:
     """The refund itself (payment locked by the caller): the gateway call, the refund row, the
     credit-balance part and the invoice's amount paid. Leaves the invoice's status to the caller.
     ``credit_first=False`` (a credit note) takes it all off the invoice."""
@@ -434,7 +434,8 @@ def refund_money(payment: Payment, amount: int, reason: str, actor: Actor, invoi
         record_event("invoice.refunded", "invoice", invoice.id, actor,
                      data={"payment_id": payment.id, "amount": amount, "from_credit": from_credit,
                            "reason": row.reason, "gateway": payment.gateway})
-    _refund_email(payment, row, invoice)
+    if notify:  # a credit note sends its own email, with its PDF
+        _refund_email(payment, row, invoice)
     return row
 
 

@@ -102,8 +102,26 @@ def test_every_portal_route_with_an_id_is_404_for_another_clients_records(app, c
     db.session.expire_all()
     assert fingerprint() == before
     endpoints = {rule for _, rule in checked}
-    for expected in ("/portal/invoices/<int:invoice_id>", "/portal/invoices/<int:invoice_id>/pdf"):
-        assert expected in endpoints
+    for expected in ("/portal/invoices/<int:invoice_id>", "/portal/invoices/<int:invoice_id>/pdf",
+                     "/portal/invoices/<int:invoice_id>/pay", "/portal/invoices/<int:invoice_id>/paid",
+                     "/portal/payments/<int:payment_id>/receipt", "/portal/payments/<int:payment_id>/receipt.pdf",
+                     "/portal/payment-methods/<int:method_id>/remove",
+                     "/portal/payment-methods/<int:method_id>/default",
+                     "/portal/credit-notes/<int:credit_note_id>/pdf"):
+        assert expected in endpoints, expected
+
+
+def test_return_urls_with_another_clients_intent_are_404(app, client, world):
+    """Stripe's return URLs carry the intent id in the query: another client's is refused."""
+    from portal.services import payments
+
+    theirs = payments.start_payment(world["theirs"]["invoice_id"])
+    before = fingerprint()
+    mine = world["mine"]["invoice_id"]
+    assert client.get(f"/portal/invoices/{mine}/paid?payment_intent={theirs.gateway_intent_id}").status_code == 404
+    assert client.get(f"/portal/pay-all/done?payment_intent={theirs.gateway_intent_id}").status_code == 404
+    db.session.expire_all()
+    assert fingerprint() == before
 
 
 def test_contacts_of_one_client_see_the_same_records(app, client, auth, world):

@@ -279,6 +279,19 @@ def test_a_restricted_contact_is_refused_a_blocked_portal_action_but_can_still_p
     assert response.status_code == 303, "lifted: allowed again"
 
 
+def test_a_restricted_contact_cannot_change_the_profile_when_staff_blocked_it(setup, app):
+    from portal.models import Contact
+
+    restrict_now(setup)
+    browser = login(app, "ana@acme.example", "client password 1")
+    response = browser.post("/portal/profile", data={"name": "Someone Else", "phone": "",
+                                                     "csrf_token": csrf_token(browser, "/portal/")})
+    assert response.status_code == 422
+    assert "Please pay your overdue invoices to" in text_of(response)
+    db.session.expire_all()
+    assert db.session.get(Contact, setup["contact"].id).name == "Ana Ribeiro"
+
+
 # What people see -----------------------------------------------------------------------------------
 
 def test_the_banner_shows_to_every_contact_of_the_client_and_to_no_one_else(setup, app, make):
