@@ -108,6 +108,8 @@ def _clear_the_way(invoice: Invoice, actor: Actor) -> None:
     """Under the invoice's lock: refuse if money is already on its way; cancel a payer's open
     browser attempt (it could otherwise succeed too)."""
     gateway = get_gateway()
+    if invoice.id in payments._busy_invoice_ids(invoice.client_id):  # a "pay all" bank debit covers it
+        raise ServiceError("A bank payment for this invoice is already on its way. It takes a few days to clear.")
     open_attempt = db.session.scalar(
         select(Payment).where(Payment.invoice_id == invoice.id, Payment.gateway.is_not(None),
                               Payment.status.in_(("pending", "processing"))).order_by(Payment.id.desc()))

@@ -158,7 +158,7 @@ def _refuse_uncreditable(invoice: Invoice) -> None:
 def _payment_of(invoice_id: int, payment_id_text: str) -> Payment | None:
     """The chosen payment, locked, if it belongs to the invoice; else None."""
     text = (payment_id_text or "").strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         return None
     if int(text) not in {p.id for p in payments.invoice_payments(invoice_id)}:
         return None

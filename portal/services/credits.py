@@ -406,7 +406,7 @@ def ledger(client_id: int, page: int = 1, per_page: int = LEDGER_PAGE_SIZE) -> L
     """One page of the client's ledger, newest first, each row with the running balance of its
     currency after it. Two queries whatever the page: a count, and the rows with their running
     balance (a window sum over the client's rows in append order) and their links joined in."""
-    page = max(int(page or 1), 1)
+    page = min(max(int(page or 1), 1), 1_000_000)  # capped: an absurd page is empty, never an overflow
     total = int(db.session.scalar(select(func.count()).select_from(CreditEntry)
                                   .where(CreditEntry.client_id == client_id)) or 0)
     running = (select(CreditEntry.id.label("entry_id"),

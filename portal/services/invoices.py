@@ -722,7 +722,7 @@ def client_invoices(client_id: int, page: int = 1, per_page: int = PORTAL_PAGE_S
     statuses = PORTAL_STATUS_FILTERS.get(status, PORTAL_STATUS_FILTERS["all"])[1]
     if statuses is not None:
         query = query.where(Invoice.status.in_(statuses))
-    return db.paginate(query, page=max(int(page or 1), 1), per_page=per_page, error_out=False)
+    return db.paginate(query, page=min(max(int(page or 1), 1), 1_000_000), per_page=per_page, error_out=False)
 
 
 def client_invoice(client_id: int, invoice_id: int) -> Invoice:

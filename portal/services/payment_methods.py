@@ -242,6 +242,8 @@ def apply_setup_intent(client_id: int, setup_intent_id: str, contact: Contact | 
             raise NotFound("No such payment method.")
         return existing
     client = _client(client_id)
+    if contact is not None:
+        _ensure_allowed(client, "payment_methods")
     gateway = get_gateway()
     try:
         setup = gateway.retrieve_setup_intent(setup_intent_id)

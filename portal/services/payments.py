@@ -78,7 +78,9 @@ def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
         select(Payment).where(Payment.invoice_id == invoice.id, Payment.gateway.is_not(None),
                               Payment.status.in_(("pending", "processing"))).order_by(Payment.id.desc())
     )
-    if open_attempt is not None and open_attempt.status == "processing":
+    if (open_attempt is not None and open_attempt.status == "processing") or \
+            invoice.id in _busy_invoice_ids(invoice.client_id):
+        db.session.rollback()
         raise ServiceError("A bank payment for this invoice is already on its way. It takes a few days to clear.")
     if open_attempt is not None and open_attempt.amount == invoice.amount_due:
         db.session.commit()  # release the lock
@@ -398,11 +400,22 @@ def refund_money(payment: Payment, amount: int, reason: str, actor: Actor, invoi
     ``credit_first=False`` (a credit note) takes it all off the invoice."""
     from portal.services import credits
 
+    # Lock order as everywhere else: (payment,) invoice, then client -- the client lock serialises
+    # every spend of the credit balance, so a refund and an "apply credit" can't both use it.
+    from portal.models import PaymentAllocation
+
+    target_id = invoice_id or payment.invoice_id or db.session.scalar(
+        select(PaymentAllocation.invoice_id).where(PaymentAllocation.payment_id == payment.id)
+        .order_by(PaymentAllocation.id.desc()).limit(1))
+    if target_id is not None:
+        _lock_invoice(target_id)
+    credits.lock_client(payment.client_id)
     room = refundable(payment, invoice_id)
     from_credit = min(amount, room["credit"]) if credit_first else 0
     from_invoice = amount - from_credit
     if from_invoice > room["invoice"]:
         most = room["total"] if credit_first else room["invoice"]
+        db.session.rollback()
         raise ServiceError(f"At most {_money(most, payment.currency)} of this payment can be refunded.",
                            field="amount")
     gateway_refund_id = None
@@ -575,7 +588,7 @@ def client_payment_history(client_id: int, page: int = 1, per_page: int = PORTAL
         .where(Payment.client_id == client_id, Payment.status.in_(("succeeded", "processing")))
         .order_by(Payment.created_at.desc(), Payment.id.desc())
     )
-    result = db.paginate(query, page=max(int(page or 1), 1), per_page=per_page, error_out=False)
+    result = db.paginate(query, page=min(max(int(page or 1), 1), 1_000_000), per_page=per_page, error_out=False)
     invoice_ids = {payment.invoice_id for payment in result.items if payment.invoice_id is not None}
     by_id = ({invoice.id: invoice for invoice in db.session.scalars(select(Invoice).where(Invoice.id.in_(invoice_ids)))}
              if invoice_ids else {})
@@ -792,6 +805,9 @@ def pay_all_saved(client_id: int, currency: str, actor: Actor, quote: str | None
         raise ServiceError(f"We couldn't charge {autopay.method_label(method)}: {exc.message}") from exc
     _pay_all_payment(client_id, invoices, currency, intent, key, gateway.name, actor, method=method.type,
                      payment_method_id=method.id, off_session=False)
+    # The charge happened: keep its record whatever comes next (the reconciliation finishes it), and
+    # release the client lock so the booking takes its locks in the usual order (invoices, client).
+    commit()
     payment = apply_intent(intent, actor)
     if intent.status in OPEN_STATUSES and not intent.error_code:
         # The bank wants the payer to confirm (3-D Secure): not something this button can do.

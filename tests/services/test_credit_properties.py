@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -60,6 +60,7 @@ operation = st.one_of(
     st.tuples(st.just("apply"), index, st.just("default"), cents),
     st.tuples(st.just("apply"), index, st.sampled_from(APPLY_MODES), cents),
     st.tuples(st.just("refund"), index, cents),
+    st.tuples(st.just("note"), index, st.sampled_from(["to_due", "to_balance", "to_refund", "to_outside"]), cents),
 )
 
 
@@ -191,6 +192,38 @@ class Books:
         assert amount <= room["total"]
         assert row.from_credit == min(amount, room["credit"])
 
+    def op_note(self, i: int, part: str, amount: int) -> None:
+        """A credit note with one part: refused (nothing changes) or booked exactly."""
+        from portal.services import credit_notes
+
+        finalized = self.invoices()
+        if not finalized:
+            return
+        invoice = finalized[i % len(finalized)]
+        noted_before, paid_before = invoice.credit_noted, invoice.amount_paid
+        balance_before = self.balances()["EUR"]
+        own = [p for p in payments.invoice_payments(invoice.id) if p.status == "succeeded"]
+        if i % 4:  # mostly within what this part can take; now and then anything (must be refused or fit)
+            cap = {"to_due": invoice.amount_due,
+                   "to_refund": payments.refundable(own[0], invoice.id)["invoice"] if own else 0,
+                   }.get(part, invoice.amount_paid + invoice.credit_applied)
+            amount = 1 + amount % cap if cap > 0 else amount
+        typed = {part: text(amount), "reason": "other", "memo": "property"}
+        if part == "to_refund":
+            typed["payment_id"] = str(own[0].id) if own else ""
+        before = self.snapshot()
+        try:
+            credit_notes.issue(invoice.id, typed, STAFF)
+        except ServiceError:
+            assert self.snapshot() == before
+            return
+        db.session.expire_all()
+        after = db.session.get(Invoice, invoice.id)
+        lowered = amount if part in ("to_due", "to_refund") else 0
+        assert after.credit_noted - noted_before == lowered
+        assert paid_before - after.amount_paid == (amount if part == "to_refund" else 0)
+        assert self.balances()["EUR"] - balance_before == (amount if part == "to_balance" else 0)
+
     # The books ---------------------------------------------------------------------------------------
 
     def check(self, balances_before: dict[str, int], op: tuple) -> None:
@@ -253,6 +286,11 @@ class Books:
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(business_auto=st.booleans(), opening_credit=st.integers(min_value=0, max_value=20_000),
        first_invoices=st.lists(cents, min_size=1, max_size=2), ops=st.lists(operation, min_size=4, max_size=10))
+# Credit notes of every kind on a partly paid, then overpaid invoice (always run, besides the random ones).
+@example(business_auto=False, opening_credit=0, first_invoices=[10_000], ops=[
+    ("pay", 0, "partial", 4_000), ("note", 1, "to_refund", 999), ("note", 1, "to_due", 499),
+    ("note", 1, "to_balance", 300), ("pay", 0, "over", 2_500), ("note", 1, "to_refund", 700),
+    ("refund", 0, 100), ("note", 1, "to_outside", 50)])
 def test_the_credit_books_balance_after_every_step(app, make, business_auto, opening_credit, first_invoices, ops):
     books = Books(make, business_auto)
     opening = ([("credit", "EUR", opening_credit)] if opening_credit else []) + [
