@@ -327,6 +327,13 @@ def test_a_pay_all_bank_debit_processes_then_a_bounce_tells_the_client(setup, ma
     assert "Your bank payment is processing" in receipt and "still clearing" in receipt
     assert f"Invoice {setup['numbers'][0]} when the payment clears" in receipt
     assert "Pay all open invoices" not in text_of(client.get("/portal/")), "not offered twice while it clears"
+    # Nor can one of its invoices be paid again on its own page while the debit clears.
+    again = client.post(f"/portal/invoices/{setup['order'][0]}/pay", data={
+        "method": "card", "card_number": "4242 4242 4242 4242", "expiry": "12/34", "cvc": "123",
+        "csrf_token": csrf_token(client, "/portal/")})
+    assert again.status_code == 422
+    assert "A bank payment for this invoice is already on its way." in text_of(again)
+    assert len(rows(Payment, gateway="sandbox")) == 1
 
     later = (clock.now() + timedelta(minutes=11)).isoformat()
     assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
