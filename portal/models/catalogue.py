@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal import clock
 from portal.extensions import db
-from portal.models.types import UTCDateTime
+from portal.models.types import Money, UTCDateTime
 
 
 class TaxRate(db.Model):
@@ -36,7 +36,7 @@ class Service(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
-    unit_price: Mapped[int] = mapped_column()  # minor units
+    unit_price: Mapped[int] = mapped_column(Money)  # minor units
     currency: Mapped[str] = mapped_column(String(3))
     tax_rate_id: Mapped[int | None] = mapped_column(ForeignKey("tax_rate.id", ondelete="SET NULL"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -55,7 +55,7 @@ class Charge(db.Model):
     service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id", ondelete="SET NULL"))
     description: Mapped[str] = mapped_column(String(500))
     quantity: Mapped[Decimal] = mapped_column(Numeric(12, 3))
-    unit_price: Mapped[int] = mapped_column()
+    unit_price: Mapped[int] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
     tax_rate_id: Mapped[int | None] = mapped_column(ForeignKey("tax_rate.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(10), default="open")  # open, drafted, billed

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from portal import clock
 from portal.extensions import db
-from portal.models.types import UTCDateTime
+from portal.models.types import Money, UTCDateTime
 
 CREDIT_KINDS = {
     "credit": "Credit",                  # + staff gave credit
@@ -43,7 +43,7 @@ class CreditEntry(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("client.id", ondelete="RESTRICT"))
     currency: Mapped[str] = mapped_column(String(3))
-    amount: Mapped[int] = mapped_column()  # signed minor units
+    amount: Mapped[int] = mapped_column(Money)  # signed minor units
     kind: Mapped[str] = mapped_column(String(20))
     description: Mapped[str | None] = mapped_column(Text)
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="RESTRICT"))
@@ -78,11 +78,11 @@ class CreditNote(db.Model):
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id", ondelete="RESTRICT"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("client.id", ondelete="RESTRICT"), index=True)
     currency: Mapped[str] = mapped_column(String(3))
-    amount: Mapped[int] = mapped_column()
-    to_due: Mapped[int] = mapped_column(default=0)
-    to_balance: Mapped[int] = mapped_column(default=0)
-    to_refund: Mapped[int] = mapped_column(default=0)
-    to_outside: Mapped[int] = mapped_column(default=0)
+    amount: Mapped[int] = mapped_column(Money)
+    to_due: Mapped[int] = mapped_column(Money, default=0)
+    to_balance: Mapped[int] = mapped_column(Money, default=0)
+    to_refund: Mapped[int] = mapped_column(Money, default=0)
+    to_outside: Mapped[int] = mapped_column(Money, default=0)
     reason: Mapped[str] = mapped_column(String(30), default="other")
     memo: Mapped[str | None] = mapped_column(Text)
     refund_id: Mapped[int | None] = mapped_column(ForeignKey("refund.id", ondelete="RESTRICT"))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from portal import clock
 from portal.billing import states
 from portal.extensions import db
-from portal.models.types import UTCDateTime
+from portal.models.types import Money, UTCDateTime
 
 
 class Invoice(db.Model):
@@ -35,18 +35,18 @@ class Invoice(db.Model):
     footer: Mapped[str | None] = mapped_column(Text)
     discount_kind: Mapped[str | None] = mapped_column(String(10))  # percent, fixed
     discount_percent: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
-    discount_fixed: Mapped[int | None] = mapped_column()
+    discount_fixed: Mapped[int | None] = mapped_column(Money)
 
-    subtotal: Mapped[int] = mapped_column(default=0)
-    discount_total: Mapped[int] = mapped_column(default=0)
-    tax_total: Mapped[int] = mapped_column(default=0)
-    included_tax_total: Mapped[int] = mapped_column(default=0)
-    total: Mapped[int] = mapped_column(default=0)
-    amount_paid: Mapped[int] = mapped_column(default=0)
-    credit_applied: Mapped[int] = mapped_column(default=0)
+    subtotal: Mapped[int] = mapped_column(Money, default=0)
+    discount_total: Mapped[int] = mapped_column(Money, default=0)
+    tax_total: Mapped[int] = mapped_column(Money, default=0)
+    included_tax_total: Mapped[int] = mapped_column(Money, default=0)
+    total: Mapped[int] = mapped_column(Money, default=0)
+    amount_paid: Mapped[int] = mapped_column(Money, default=0)
+    credit_applied: Mapped[int] = mapped_column(Money, default=0)
     # Credit notes' part that lowered what is owed (lowered the amount due, or was refunded).
-    credit_noted: Mapped[int] = mapped_column(default=0, server_default="0")
-    amount_due: Mapped[int] = mapped_column(default=0)
+    credit_noted: Mapped[int] = mapped_column(Money, default=0, server_default="0")
+    amount_due: Mapped[int] = mapped_column(Money, default=0)
     tax_breakdown: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     # Frozen at finalize: who billed whom, as it was then.
@@ -107,21 +107,21 @@ class InvoiceLine(db.Model):
     charge_id: Mapped[int | None] = mapped_column(ForeignKey("charge.id", ondelete="SET NULL"))
     description: Mapped[str] = mapped_column(String(500))
     quantity: Mapped[Decimal] = mapped_column(Numeric(12, 3))
-    unit_price: Mapped[int] = mapped_column()
+    unit_price: Mapped[int] = mapped_column(Money)
     discount_kind: Mapped[str | None] = mapped_column(String(10))
     discount_percent: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
-    discount_fixed: Mapped[int | None] = mapped_column()
+    discount_fixed: Mapped[int | None] = mapped_column(Money)
     # The tax as it applied: copied from the rate, so later edits to the rate change nothing here.
     tax_rate_id: Mapped[int | None] = mapped_column(ForeignKey("tax_rate.id", ondelete="SET NULL"))
     tax_name: Mapped[str | None] = mapped_column(String(100))
     tax_percent: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
     tax_inclusive: Mapped[bool] = mapped_column(Boolean, default=False)
     # Computed by billing.invoice_math, stored for lists and exports.
-    gross: Mapped[int] = mapped_column(default=0)
-    discount_amount: Mapped[int] = mapped_column(default=0)
-    net: Mapped[int] = mapped_column(default=0)
-    tax_amount: Mapped[int] = mapped_column(default=0)
-    total: Mapped[int] = mapped_column(default=0)
+    gross: Mapped[int] = mapped_column(Money, default=0)
+    discount_amount: Mapped[int] = mapped_column(Money, default=0)
+    net: Mapped[int] = mapped_column(Money, default=0)
+    tax_amount: Mapped[int] = mapped_column(Money, default=0)
+    total: Mapped[int] = mapped_column(Money, default=0)
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
 

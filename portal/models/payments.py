@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import clock
 from portal.extensions import db
-from portal.models.types import UTCDateTime
+from portal.models.types import Money, UTCDateTime
 
 MANUAL_METHODS = {"wire": "Bank transfer", "check": "Check", "cash": "Cash", "other": "Other"}
 
@@ -23,7 +23,7 @@ class Payment(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="RESTRICT"))
     client_id: Mapped[int] = mapped_column(ForeignKey("client.id", ondelete="RESTRICT"))
-    amount: Mapped[int] = mapped_column()
+    amount: Mapped[int] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
     method: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(12), default="succeeded")  # succeeded, processing, failed
@@ -35,9 +35,9 @@ class Payment(db.Model):
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
     failure_code: Mapped[str | None] = mapped_column(String(50))
     failure_message: Mapped[str | None] = mapped_column(Text)
-    refunded_amount: Mapped[int] = mapped_column(default=0, server_default="0")
+    refunded_amount: Mapped[int] = mapped_column(Money, default=0, server_default="0")
     # The part of ``amount`` that went to the client's credit balance (paid more than was due).
-    credited_amount: Mapped[int] = mapped_column(default=0, server_default="0")
+    credited_amount: Mapped[int] = mapped_column(Money, default=0, server_default="0")
     # "Pay all": no single invoice; the invoices it was taken for, oldest first.
     invoice_ids: Mapped[list[int] | None] = mapped_column(JSON)
     # A saved method charged (autopay, "attempt card", pay with a saved method).
@@ -66,7 +66,7 @@ class PaymentAllocation(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id", ondelete="RESTRICT"), index=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id", ondelete="RESTRICT"), index=True)
-    amount: Mapped[int] = mapped_column()
+    amount: Mapped[int] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
 
@@ -109,13 +109,13 @@ class Refund(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payment.id", ondelete="RESTRICT"), index=True)
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="RESTRICT"))
-    amount: Mapped[int] = mapped_column()
+    amount: Mapped[int] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(12), default="succeeded")  # pending, succeeded, failed
     gateway_refund_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     # The part taken back from the client's credit balance (an overpayment given back); the rest
     # came off ``invoice_id``'s amount paid.
-    from_credit: Mapped[int] = mapped_column(default=0, server_default="0")
+    from_credit: Mapped[int] = mapped_column(Money, default=0, server_default="0")
     reason: Mapped[str | None] = mapped_column(Text)
     recorded_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

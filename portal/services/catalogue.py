@@ -20,7 +20,7 @@ from portal.services.events import Actor, commit, record_event
 from portal.services.settings import get_business
 
 MAX_PERCENT_PLACES = 4
-MAX_UNIT_PRICE = 1_000_000_000  # minor units; money columns are 4-byte integers on PostgreSQL
+MAX_UNIT_PRICE = 1_000_000_000_000  # minor units (10 billion in a 2-decimal currency)
 
 
 class CatalogueInvalid(ServiceError):

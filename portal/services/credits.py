@@ -155,7 +155,7 @@ def invoice_payment_ids(invoice_id: int) -> list[int]:
 
 # Staff: custom credits and one-time charges ----------------------------------------------------
 
-MAX_AMOUNT = 1_000_000_000  # minor units; within the 4-byte money columns
+MAX_AMOUNT = 100_000_000_000_000  # minor units; well within the 8-byte money columns
 MAX_DESCRIPTION = 500
 
 

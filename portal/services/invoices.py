@@ -161,6 +161,11 @@ def parse_draft(data: DraftInput) -> tuple[list[ParsedLine], Discount | None, da
                 raise ValueError
         except (MoneyError, ValueError):
             errors[prefix + "unit_price"] = "Use an amount like 120.00."
+        else:
+            from portal.services.catalogue import MAX_UNIT_PRICE
+
+            if unit_price > MAX_UNIT_PRICE or quantity * unit_price > MAX_LINE_AMOUNT:
+                errors[prefix + "unit_price"] = "That amount is too large."
         line_discount = parse_discount(raw.get("discount_kind"), raw.get("discount_value"), currency,
                                        prefix + "discount_value", errors)
         tax_rate = None
@@ -558,7 +563,8 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
     return payment
 
 
-MAX_PAYMENT = 1_000_000_000  # minor units; within the money columns
+MAX_PAYMENT = 100_000_000_000_000  # minor units; 500 lines at most MAX_LINE_AMOUNT each fit 8 bytes
+MAX_LINE_AMOUNT = 100_000_000_000_000
 
 
 # The tick: overdue -----------------------------------------------------------------------------

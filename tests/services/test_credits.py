@@ -67,7 +67,7 @@ def test_credit_currency_defaults_to_the_clients_then_the_business(client_row):
     ("-5.00", "EUR", "x", {"amount"}),
     ("1.234", "EUR", "x", {"amount"}),
     ("abc", "EUR", "x", {"amount"}),
-    ("99999999999", "EUR", "x", {"amount"}),
+    ("9999999999999", "EUR", "x", {"amount"}),
     ("5.00", "XXQ", "x", {"currency"}),
     ("5.00", "EUR", "   ", {"description"}),
     ("", "ZZZ", "", {"amount", "currency", "description"}),

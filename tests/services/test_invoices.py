@@ -106,7 +106,7 @@ def test_payments_partial_then_paid_then_overpayment_becomes_credit(client_a, va
     invoice = draft_with_lines(client_a, vat)
     invoices.finalize(invoice, STAFF)
     with pytest.raises(invoices.InvoiceInvalid) as caught:
-        invoices.record_manual_payment(invoice, "99999999999.00", "wire", "", "", STAFF)
+        invoices.record_manual_payment(invoice, "9999999999999.00", "wire", "", "", STAFF)
     assert "too large" in caught.value.errors["amount"]
     invoices.record_manual_payment(invoice, "100.00", "wire", "", "REF1", STAFF)
     assert invoice.status == "open" and invoice.amount_paid == 10000
@@ -233,3 +233,28 @@ def test_a_typed_in_charge_id_attaches_nothing(client_a, vat, make):
     db.session.expire_all()
     assert db.session.get(Charge, foreign.id).status == "open"
     assert db.session.get(Invoice, draft.id).lines[0].charge_id is None
+
+
+def test_large_amounts_fit_the_money_columns_and_absurd_ones_are_refused(client_a, vat):
+    """€50 million (5e9 cents, past a 4-byte column) and 30 billion dong are booked exactly."""
+    from portal.services import credits
+
+    big = draft_with_lines(client_a, vat, lines=[
+        {"description": "Building", "quantity": "2", "unit_price": "25000000.00"}])
+    invoices.finalize(big, STAFF)
+    invoices.record_manual_payment(big, "50000100.00", "wire", "", "", STAFF)
+    db.session.expire_all()
+    paid = db.session.get(Invoice, big.id)
+    assert (paid.total, paid.amount_paid, paid.amount_due, paid.status) == (5_000_000_000, 5_000_000_000, 0, "paid")
+    assert credits.balance(client_a.id, "EUR") == 10_000
+
+    dong = draft_with_lines(client_a, vat, currency="VND", lines=[
+        {"description": "Fit-out", "quantity": "1", "unit_price": "30000000000"}])
+    invoices.finalize(dong, STAFF)
+    db.session.expire_all()
+    assert db.session.get(Invoice, dong.id).amount_due == 30_000_000_000
+
+    with pytest.raises(invoices.InvoiceInvalid) as caught:
+        draft_with_lines(client_a, vat, lines=[
+            {"description": "Too much", "quantity": "1000000", "unit_price": "999999999.00"}])
+    assert caught.value.errors["lines-0-unit_price"] == "That amount is too large."
