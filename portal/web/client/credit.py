@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 from flask_login import current_user
 
-from portal.services import credits
+from portal.services import credit_notes, credits
 from portal.web.client import bp
 from portal.web.rendering import render
 
@@ -14,4 +14,5 @@ from portal.web.rendering import render
 def credit():
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     return render("client/credit.html", block="credit_rows",
-                  credit=credits.portal_credit(current_user.client_id, page=page))
+                  credit=credits.portal_credit(current_user.client_id, page=page),
+                  credit_note_rows=credit_notes.client_credit_notes(current_user.client_id))

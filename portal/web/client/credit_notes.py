@@ -7,21 +7,10 @@ from __future__ import annotations
 from flask import abort
 from flask_login import current_user
 
-from portal.models import Contact
 from portal.services import credit_notes
 from portal.services.errors import NotFound
 from portal.web.client import bp
 from portal.web.staff.credit_notes import pdf_response
-
-
-@bp.app_template_global("portal_credit_notes")
-def portal_credit_notes() -> list[dict]:
-    """The signed-in contact's client's credit notes (newest first), for client/_credit_notes.html;
-    nothing for anyone else."""
-    user = current_user._get_current_object()
-    if not isinstance(user, Contact) or not user.is_authenticated:
-        return []
-    return credit_notes.client_credit_notes(user.client_id)
 
 
 @bp.get("/credit-notes/<int:credit_note_id>/pdf")
