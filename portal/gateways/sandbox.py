@@ -26,6 +26,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from portal.gateways.base import (
@@ -87,6 +88,21 @@ class SandboxGateway:
 
     def _save(self, data: dict) -> None:
         self.redis.set(self._key("pi", data["id"]), json.dumps(data), ex=TTL_SECONDS)
+
+    @contextmanager
+    def _serial(self, intent_id: str):
+        """One change at a time per intent, as Stripe does: a confirm and a cancel racing for the
+        same intent never both win (a Redis lock around the read-modify-write)."""
+        lock = self.redis.lock(self._key("lock", intent_id), timeout=30, blocking_timeout=15)
+        if not lock.acquire():
+            raise GatewayError("The payment is busy; try again.", code="lock_timeout", retryable=True)
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - expired meanwhile: nothing to release
+                pass
 
     def _idempotent(self, key: str, params: dict, action: Callable[[], dict]) -> dict:
         """Same key + same params → the first answer again; same key + other params → refused."""
@@ -153,7 +169,11 @@ class SandboxGateway:
         return self._intent(self._idempotent(idempotency_key, params, create))
 
     def retrieve_intent(self, intent_id) -> Intent:
-        return self._intent(self._settle(self._load(intent_id)))
+        data = self._load(intent_id)
+        if data["status"] == PROCESSING and data.get("settle_at"):
+            with self._serial(intent_id):
+                data = self._settle(self._load(intent_id))
+        return self._intent(data)
 
     def confirm_intent(self, intent_id, payment_method, idempotency_key) -> Intent:
         def confirm() -> dict:
@@ -188,19 +208,22 @@ class SandboxGateway:
             self._save(data)
             return data
 
-        return self._intent(self._idempotent(idempotency_key, {"op": "confirm", "intent": intent_id,
-                                                               "pm": payment_method}, confirm))
+        with self._serial(intent_id):
+            return self._intent(self._idempotent(idempotency_key, {"op": "confirm", "intent": intent_id,
+                                                                   "pm": payment_method}, confirm))
 
     def cancel_intent(self, intent_id, idempotency_key) -> Intent:
         def cancel() -> dict:
             data = self._settle(self._load(intent_id))
-            if data["status"] == SUCCEEDED:
-                raise GatewayError("A succeeded payment cannot be canceled.", code="payment_intent_unexpected_state")
+            if data["status"] in (SUCCEEDED, PROCESSING):
+                raise GatewayError(f"A {data['status']} payment cannot be canceled.",
+                                   code="payment_intent_unexpected_state")
             data["status"] = CANCELED
             self._save(data)
             return data
 
-        return self._intent(self._idempotent(idempotency_key, {"op": "cancel", "intent": intent_id}, cancel))
+        with self._serial(intent_id):
+            return self._intent(self._idempotent(idempotency_key, {"op": "cancel", "intent": intent_id}, cancel))
 
     def refund(self, intent_id, amount, idempotency_key) -> Refund:
         def refund() -> dict:
@@ -215,7 +238,9 @@ class SandboxGateway:
             return {"id": "re_sbx_" + secrets.token_hex(10), "intent_id": intent_id, "amount": amount,
                     "currency": data["currency"], "status": "succeeded"}
 
-        result = self._idempotent(idempotency_key, {"op": "refund", "intent": intent_id, "amount": amount}, refund)
+        with self._serial(intent_id):
+            result = self._idempotent(idempotency_key, {"op": "refund", "intent": intent_id, "amount": amount},
+                                      refund)
         return Refund(**result)
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:

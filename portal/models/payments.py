@@ -44,6 +44,10 @@ class Payment(db.Model):
     payment_method_id: Mapped[int | None] = mapped_column(ForeignKey("payment_method.id", ondelete="SET NULL"))
     off_session: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Money that arrived for invoices already settled (a late or second success): ``refund_due``
+    # (the refund job gives it back), ``refunded``, ``credited`` (kept as credit, by setting or
+    # because the balance was spent meanwhile), ``refund_failed`` (staff were told).
+    excess_state: Mapped[str | None] = mapped_column(String(16))
     recorded_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
@@ -51,6 +55,7 @@ class Payment(db.Model):
         Index("ix_payment_invoice", "invoice_id"),
         Index("ix_payment_client", "client_id", "created_at"),
         Index("ix_payment_status", "status", "created_at"),
+        Index("ix_payment_excess_state", "excess_state"),
     )
 
     @property

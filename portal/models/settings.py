@@ -37,6 +37,9 @@ class Business(db.Model):
     notify_invoice_ready: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     notify_payment_receipt: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     notify_staff_on_payment: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # A payment that still succeeds for an invoice already settled (a page left open, two payers):
+    # refund it automatically (on) or keep it as the client's credit (off).
+    refund_late_payments: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Online payment methods offered on the payment page (where the currency allows them).
     accept_card: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     accept_sepa_debit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())

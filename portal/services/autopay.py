@@ -4,9 +4,9 @@ Rules kept here:
 - A charge on a saved method is one Payment (``payment_method_id``, ``off_session``) whose outcome
   reaches the books only through ``payments.apply_intent``: a success pays the invoice and sends the
   receipt; a decline records the reason, ends the attempt (``failed``) and sends ``payment_failed``.
-- One charge at a time per invoice: under the invoice's row lock, a bank payment on its way or a
-  saved-method charge in flight refuses another; a payer's unconfirmed browser attempt is cancelled
-  first, so two charges can't both succeed.
+- One live attempt per invoice, whatever its kind (``payments.clear_the_way``, under the invoice's row
+  lock): a bank payment on its way or a saved-method charge in flight refuses another; a payer's
+  unconfirmed browser attempt (single or "pay all") is cancelled first, so two charges can't both succeed.
 - Autopay claims an invoice with a conditional UPDATE (``autopay_attempted_at IS NULL``) in the same
   transaction as its charge: two ticks never charge twice. A crash before the commit leaves the claim
   undone and the next tick charges again with the same idempotency key (``invoice-<id>-autopay``), so
@@ -105,32 +105,9 @@ def schedule(invoice: Invoice, actor: Actor) -> None:
 # Charging ---------------------------------------------------------------------------------------
 
 def _clear_the_way(invoice: Invoice, actor: Actor) -> None:
-    """Under the invoice's lock: refuse if money is already on its way; cancel a payer's open
-    browser attempt (it could otherwise succeed too)."""
-    gateway = get_gateway()
-    if invoice.id in payments._busy_invoice_ids(invoice.client_id):  # a "pay all" bank debit covers it
-        raise ServiceError("A bank payment for this invoice is already on its way. It takes a few days to clear.")
-    open_attempt = db.session.scalar(
-        select(Payment).where(Payment.invoice_id == invoice.id, Payment.gateway.is_not(None),
-                              Payment.status.in_(("pending", "processing"))).order_by(Payment.id.desc()))
-    if open_attempt is None:
-        return
-    if open_attempt.status == "processing":
-        raise ServiceError("A bank payment for this invoice is already on its way. It takes a few days to clear.")
-    if open_attempt.payment_method_id is not None:
-        raise ServiceError("A charge for this invoice is already in progress.")
-    try:
-        gateway.cancel_intent(open_attempt.gateway_intent_id, f"{open_attempt.idempotency_key}-cancel")
-    except GatewayError as exc:
-        # It may have been paid meanwhile: book what really happened, never charge on top of it.
-        log.warning("could not cancel open intent %s: %s", open_attempt.gateway_intent_id, exc)
-        intent_id = open_attempt.gateway_intent_id
-        db.session.commit()
-        payments.apply_intent(gateway.retrieve_intent(intent_id))
-        raise ServiceError("This invoice's payment status just changed. Reload the page to see it.") from exc
-    open_attempt.status = "canceled"
-    record_event("payment.canceled", "invoice", invoice.id, actor,
-                 data={"payment_id": open_attempt.id, "why": "a saved method is charged instead"})
+    """Under the invoice's lock: the one-live-attempt rule (``payments.clear_the_way``): refuse if
+    money is already on its way; cancel a payer's open browser attempt (it could otherwise succeed too)."""
+    payments.clear_the_way([invoice], actor)
 
 
 def _charge(invoice: Invoice, method, key: str, actor: Actor) -> Payment:
@@ -166,9 +143,9 @@ def _attempt_key(invoice: Invoice) -> str:
 def attempt_card(invoice_id: int, actor: Actor) -> Payment:
     """Staff's "Attempt card for payment": charge the client's default saved method off-session
     for the amount due. Returns the payment (succeeded, processing, or failed with the reason)."""
-    invoice = payments._lock_invoice(invoice_id)
+    invoice = payments.lock_invoice(invoice_id)
     try:
-        payments._refuse_unpayable(invoice)
+        payments.refuse_unpayable(invoice)
         method = _default_method(invoice.client_id)
         if method is None:
             raise ServiceError("No saved payment method on file.")
@@ -215,7 +192,7 @@ def _autopay_one(invoice_id: int, at: datetime, today: date) -> int:
     if claimed != 1:  # another tick has it, or it was paid or unscheduled meanwhile
         db.session.rollback()
         return 0
-    invoice = payments._lock_invoice(invoice_id)
+    invoice = payments.lock_invoice(invoice_id)
     client = invoice.client
     method = usable_method(client.id, invoice.currency) if client.autopay else None
     if method is None:
@@ -246,7 +223,7 @@ def _autopay_one(invoice_id: int, at: datetime, today: date) -> int:
 def _refused(invoice_id: int, method, key: str, exc: GatewayError, at: datetime) -> None:
     """The gateway refused the charge outright (no intent): claim the invoice, keep a failed
     payment with the reason, and tell the client, who then pays by hand."""
-    invoice = payments._lock_invoice(invoice_id)
+    invoice = payments.lock_invoice(invoice_id)
     if invoice.autopay_attempted_at is not None:
         db.session.rollback()
         return

@@ -215,6 +215,7 @@ def refund_payment(invoice_id: int, payment_id: int, amount_text: str, reason_te
     if reason not in CREDIT_NOTE_REASONS:
         reason = "other"
     memo = (reason_text or "").strip()[:MEMO_MAX]
+    _lock_invoice(invoice_id)  # the usual lock order: the invoice, then the payment
     payment = payments._lock_payment(payment_id)
     try:
         try:

@@ -1,9 +1,21 @@
 """Getting paid through a gateway: attempts, outcomes, webhooks, reconciliation, refunds.
 
 Rules kept here:
-- One open attempt per invoice: paying again (two tabs, a double click, two
-  people) reuses the invoice's pending PaymentIntent, found under a row lock
-  on the invoice, so at most one charge can succeed.
+- One live attempt per invoice, of whatever kind (guest link, portal, "pay
+  all", autopay, staff's "Attempt card"): every path locks the invoices it
+  pays (``lock_invoices``, id order) and calls ``clear_the_way`` under those
+  locks. A bank payment on its way refuses; a saved-method charge in flight
+  refuses; the path's own matching attempt is reused (two tabs, a double
+  click); any other open attempt is cancelled at the gateway first. So two
+  charges can't both succeed.
+- One lock order on every money path: invoices (ascending id), then payment
+  rows, then the client row.
+- When an invoice stops being payable or its amount due changes, its open
+  intents are stale: a job cancels them at the gateway (``cancel_stale``,
+  retried; the tick's ``payments`` step sweeps what a lost job missed). A
+  success that still arrives for money no longer due is refunded by the
+  ``refund_excess`` job (or, by setting, kept as credit); client and staff
+  are told.
 - ``apply_intent`` is the only way a gateway outcome reaches our books, and it
   is idempotent and one-directional: a succeeded payment never moves back.
 - Webhooks are stored once per event id, in the same transaction as their
@@ -16,8 +28,11 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from flask import has_app_context
+from sqlalchemy import event, func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.billing import states
@@ -51,7 +66,7 @@ def methods_for(currency: str) -> list[str]:
     return methods
 
 
-def _lock_invoice(invoice_id: int) -> Invoice:
+def lock_invoice(invoice_id: int) -> Invoice:
     # populate_existing: a row already in this session must show what the lock holder committed.
     invoice = db.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update()
                                 .execution_options(populate_existing=True))
@@ -60,42 +75,111 @@ def _lock_invoice(invoice_id: int) -> Invoice:
     return invoice
 
 
-def _refuse_unpayable(invoice: Invoice) -> None:
+_lock_invoice = lock_invoice  # older name, still used by other services
+
+
+def lock_payment_row(payment_id: int) -> Payment | None:
+    return db.session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()
+                             .execution_options(populate_existing=True))
+
+
+def refuse_unpayable(invoice: Invoice) -> None:
     if invoice.status == states.PAID or (invoice.status in states.PAYABLE and invoice.amount_due <= 0):
-        raise ServiceError("This invoice is already paid. Thank you!")
+        raise ServiceError("This invoice is paid. Thank you!")
     if invoice.status == states.VOID:
         raise ServiceError("This invoice was cancelled and takes no payment.")
     if invoice.status not in states.PAYABLE:
         raise ServiceError("This invoice can't be paid online.")
 
 
-def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
-    """The invoice's open payment attempt, created if there is none. Safe to call concurrently."""
-    invoice = _lock_invoice(invoice_id)
-    _refuse_unpayable(invoice)
+_refuse_unpayable = refuse_unpayable
+
+
+# One live attempt per invoice ---------------------------------------------------------------------
+
+LIVE = ("pending", "processing")
+BANK_ON_ITS_WAY = "A bank payment for this invoice is already on its way. It takes a few days to clear."
+
+
+def targets(payment: Payment) -> list[int]:
+    """The invoices a payment is for: its own, or the "pay all" set."""
+    return [payment.invoice_id] if payment.invoice_id is not None else list(payment.invoice_ids or [])
+
+
+def live_attempts(client_id: int, invoice_ids) -> list[Payment]:
+    """Gateway payments not yet final (pending, processing) that are for any of ``invoice_ids``,
+    single or "pay all". Read under the invoices' locks, this is the invoices' live attempts."""
+    wanted = set(invoice_ids)
+    rows = db.session.scalars(select(Payment).where(
+        Payment.client_id == client_id, Payment.gateway.is_not(None), Payment.status.in_(LIVE))
+        .order_by(Payment.id).execution_options(populate_existing=True))
+    return [p for p in rows if wanted & set(targets(p))]
+
+
+class AttemptChanged(ServiceError):
+    """An open attempt could not be cancelled: it may have been paid meanwhile."""
+
+
+def clear_the_way(invoices: list[Invoice], actor: Actor, reuse=None) -> Payment | None:
+    """Under the invoices' row locks: make sure no other attempt can charge them.
+
+    A bank payment on its way, or a saved-method charge in flight, refuses (ServiceError). The
+    first open attempt ``reuse(payment)`` accepts is returned, to be reused. Every other open
+    attempt is cancelled at the gateway before the caller makes its own; if the gateway refuses
+    (it was paid, or is settling), what really happened is booked and AttemptChanged is raised.
+    Leaves the transaction open (the caller commits or rolls back)."""
+    if not invoices:
+        return None
     gateway = get_gateway()
-    open_attempt = db.session.scalar(
-        select(Payment).where(Payment.invoice_id == invoice.id, Payment.gateway.is_not(None),
-                              Payment.status.in_(("pending", "processing"))).order_by(Payment.id.desc())
-    )
-    if (open_attempt is not None and open_attempt.status == "processing") or \
-            invoice.id in _busy_invoice_ids(invoice.client_id):
-        db.session.rollback()
-        raise ServiceError("A bank payment for this invoice is already on its way. It takes a few days to clear.")
-    if open_attempt is not None and open_attempt.amount == invoice.amount_due:
-        db.session.commit()  # release the lock
-        return open_attempt
-    if open_attempt is not None:  # the amount due changed since: that intent is stale
+    kept = None
+    for attempt in live_attempts(invoices[0].client_id, [inv.id for inv in invoices]):
+        if attempt.status == "processing":
+            raise ServiceError(BANK_ON_ITS_WAY)
+        if attempt.payment_method_id is not None:
+            raise ServiceError("A charge for this invoice is already in progress.")
+        if kept is None and reuse is not None and reuse(attempt):
+            kept = attempt
+            continue
+        _cancel_at_gateway(attempt, gateway, actor, "another payment was started")
+    return kept
+
+
+def _cancel_at_gateway(attempt: Payment, gateway, actor: Actor, why: str) -> None:
+    try:
+        gateway.cancel_intent(attempt.gateway_intent_id, f"{attempt.idempotency_key}-cancel")
+    except GatewayError as exc:
+        # It may have been paid (or be settling) meanwhile: book what really happened, never drop it.
+        log.warning("could not cancel intent %s: %s", attempt.gateway_intent_id, exc)
+        intent_id = attempt.gateway_intent_id
+        db.session.commit()  # keep cancellations done so far; release the locks (apply_intent takes its own)
         try:
-            gateway.cancel_intent(open_attempt.gateway_intent_id, f"{open_attempt.idempotency_key}-cancel")
-        except GatewayError as exc:
-            # It may have been paid (or be settling) meanwhile: book what really happened, never drop it.
-            log.warning("could not cancel stale intent %s: %s", open_attempt.gateway_intent_id, exc)
-            intent_id = open_attempt.gateway_intent_id
-            db.session.commit()  # release the invoice lock; apply_intent takes its own
             apply_intent(gateway.retrieve_intent(intent_id))
-            raise ServiceError("This invoice's payment status just changed. Reload the page to see it.") from exc
-        open_attempt.status = "canceled"
+        except GatewayError:
+            pass  # the reconciliation will bring the news
+        raise AttemptChanged("This invoice's payment status just changed. Reload the page to see it.") from exc
+    attempt.status = "canceled"
+    subject = ("invoice", attempt.invoice_id) if attempt.invoice_id else ("client", attempt.client_id)
+    record_event("payment.canceled", subject[0], subject[1], actor, data={"payment_id": attempt.id, "why": why})
+
+
+def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
+    """The invoice's open payment attempt, created if there is none. Safe to call concurrently, and
+    against every other way of paying the invoice (see ``clear_the_way``)."""
+    invoice = lock_invoice(invoice_id)
+    try:
+        refuse_unpayable(invoice)
+        open_attempt = clear_the_way(
+            [invoice], actor, reuse=lambda p: (p.invoice_id == invoice.id and p.payment_method_id is None
+                                               and p.amount == invoice.amount_due))
+    except AttemptChanged:
+        raise
+    except ServiceError:
+        db.session.rollback()
+        raise
+    if open_attempt is not None:
+        commit()  # release the lock (and keep any cancellation)
+        return open_attempt
+    gateway = get_gateway()
     attempt_no = db.session.scalar(select(func.count()).select_from(Payment).where(
         Payment.invoice_id == invoice.id, Payment.gateway.is_not(None))) + 1
     key = f"invoice-{invoice.id}-attempt-{attempt_no}"
@@ -120,28 +204,66 @@ def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
     return payment
 
 
+def still_payable(payment: Payment) -> None:
+    """Re-check, just before a payer confirms, that this attempt still stands: it is open, and its
+    invoices are due exactly what it would charge. Raises ServiceError (nothing is charged)."""
+    invoices = lock_invoices(targets(payment))
+    fresh = lock_payment_row(payment.id)
+    try:
+        if fresh is None or fresh.status != "pending":
+            if fresh is not None and fresh.status == "succeeded":
+                raise ServiceError("This invoice is paid. Thank you!")
+            raise ServiceError("This payment was replaced by another one. Reload the page and pay again.")
+        if payment.invoice_id is not None:
+            refuse_unpayable(invoices[0])
+        due = sum(inv.amount_due for inv in invoices if inv.status in states.PAYABLE)
+        if due != fresh.amount:
+            raise ServiceError("The amount due changed since this page was opened. Reload the page to see it.")
+    finally:
+        db.session.rollback()  # release the locks: nothing was written
+
+
+def lock_invoices(invoice_ids: list[int]) -> list[Invoice]:
+    from portal.services import credits
+
+    return credits.lock_invoices(invoice_ids)
+
+
 def confirm_in_sandbox(payment: Payment, payment_method: str) -> Payment:
-    """Sandbox only: confirm on the server what Stripe.js would confirm in the browser."""
+    """Sandbox only: confirm on the server what Stripe.js would confirm in the browser. Re-checks
+    first that the attempt still stands (``still_payable``)."""
     gateway = get_gateway()
     if not gateway.test_mode or gateway.name != "sandbox":
         raise ServiceError("This payment is confirmed by the card form.")
+    still_payable(payment)
     digest = hashlib.sha256(payment_method.encode()).hexdigest()[:12]
     try:
         intent = gateway.confirm_intent(payment.gateway_intent_id, payment_method,
                                         f"{payment.idempotency_key}-confirm-{digest}")
     except GatewayError as exc:
-        intent = gateway.retrieve_intent(payment.gateway_intent_id)
-        apply_intent(intent)
+        try:
+            payment = apply_intent(gateway.retrieve_intent(payment.gateway_intent_id))
+        except GatewayError:
+            raise ServiceError("We couldn't reach the payment service. Please try again in a moment.") from exc
+        if payment.status == "succeeded":
+            # Paid meanwhile (a retry after an interrupted success, another tab): say so plainly.
+            raise ServiceError("This invoice is paid. Thank you!") from exc
+        if payment.status == "canceled":
+            raise ServiceError("This payment was replaced by another one. Reload the page and pay again.") from exc
         raise ServiceError(exc.message, field="payment_method") from exc
     return apply_intent(intent)
 
 
 def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
-    """Bring our payment in line with the gateway's view of the intent. Idempotent; never backwards."""
-    payment = db.session.scalar(select(Payment).where(Payment.gateway_intent_id == intent.id).with_for_update()
-                                .execution_options(populate_existing=True))
-    if payment is None:
+    """Bring our payment in line with the gateway's view of the intent. Idempotent; never backwards.
+
+    Locks in the usual order: the payment's invoices, then the payment row (then the client)."""
+    found = db.session.execute(select(Payment.id, Payment.invoice_id, Payment.invoice_ids)
+                               .where(Payment.gateway_intent_id == intent.id)).first()
+    if found is None:
         raise NotFound(f"no payment for intent {intent.id}")
+    invoices = lock_invoices([found.invoice_id] if found.invoice_id is not None else list(found.invoice_ids or []))
+    payment = lock_payment_row(found.id)
     before = payment.status
     if payment.status in ("succeeded", "canceled", "failed") and not (
             payment.status in ("failed", "canceled") and intent.status == SUCCEEDED):
@@ -150,7 +272,7 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
     if intent.payment_method_type:
         payment.method = intent.payment_method_type
     if intent.status == SUCCEEDED:
-        _succeed(payment, actor)
+        _succeed(payment, actor, invoices)
     elif intent.status == PROCESSING and before != "processing":
         payment.status = "processing"
         record_event("payment.processing", "invoice", payment.invoice_id, actor,
@@ -166,29 +288,77 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
     elif intent.status == CANCELED:
         payment.status = "canceled"
         record_event("payment.canceled", "invoice", payment.invoice_id, actor, data={"payment_id": payment.id})
+    excess_due = payment.excess_state == "refund_due" and before != "succeeded"
     commit()
+    if excess_due:
+        enqueue_job("portal.jobs.payments.refund_excess", payment.id, job_id=f"refund-excess-{payment.id}")
     return payment
 
 
-def _succeed(payment: Payment, actor: Actor) -> None:
+def _succeed(payment: Payment, actor: Actor, invoices: list[Invoice]) -> None:
     """Book succeeded money: on its invoice, or over the "pay all" invoices oldest first; whatever
-    is more than they are due goes to the client's credit balance."""
+    is more than they are due goes to the client's credit balance -- and, since a gateway payment
+    is never asked for more than is due, that excess arrived late (the invoice was settled another
+    way meanwhile): it is refunded, or kept as credit by setting (``_late_excess``)."""
     from portal.services import credits
 
     business = get_business()
-    target_ids = [payment.invoice_id] if payment.invoice_id else list(payment.invoice_ids or [])
-    invoices = credits.lock_invoices(target_ids)
     payment.status = "succeeded"
     payment.settled_at = clock.now()
     payment.received_on = clock.today(business.timezone)
     payment.failure_code = payment.failure_message = None
-    credits.settle_payment(payment, invoices, actor)
+    allocations = credits.settle_payment(payment, invoices, actor)
     if payment.credited_amount and payment.invoice_id:
         record_event("invoice.overpaid", "invoice", payment.invoice_id, actor,
                      data={"payment_id": payment.id, "amount": payment.amount,
                            "credited": payment.credited_amount})
-    if invoices:
+    if payment.credited_amount and payment.gateway:
+        _late_excess(payment, invoices, actor, business)
+    if invoices and (allocations or not payment.credited_amount):
         _receipt(invoices[0], payment, invoices)
+
+
+def _late_excess(payment: Payment, invoices: list[Invoice], actor: Actor, business) -> None:
+    """A gateway success for money no longer due (the page was left open while the invoice was paid
+    another way; two payers at once). Refund it (the job does, with retries) or keep it as credit."""
+    excess = _money(payment.credited_amount, payment.currency)
+    numbers = ", ".join(inv.number for inv in invoices if inv.number) or "your invoice"
+    subject = ("invoice", payment.invoice_id) if payment.invoice_id else ("client", payment.client_id)
+    record_event("payment.excess", subject[0], subject[1], actor,
+                 data={"payment_id": payment.id, "excess": payment.credited_amount,
+                       "action": "refund" if business.refund_late_payments else "credit"})
+    if business.refund_late_payments:
+        payment.excess_state = "refund_due"
+        if invoices:
+            _staff_email(invoices[0], f"Paid twice: {numbers} ({excess} will be refunded)",
+                         f"{excess} arrived for {numbers} ({invoices[0].client.name}) after it was already "
+                         f"settled. It is being refunded automatically to the payer's {payment.method_label}.")
+        return
+    payment.excess_state = "credited"
+    if invoices:
+        _client_email(invoices[0], "payment_receipt",
+                      f"\n\nWe received {excess} for {numbers} after it had already been settled. "
+                      f"Nothing was lost: {excess} was added to your credit balance and will go towards "
+                      f"your next invoice. Ask us if you would rather have it refunded.",
+                      payment, "View the invoice")
+        _staff_email(invoices[0], f"Paid twice: {numbers} ({excess} kept as credit)",
+                     f"{excess} arrived for {numbers} ({invoices[0].client.name}) after it was already "
+                     f"settled. It was added to the client's credit balance (setting: keep late payments "
+                     f"as credit).")
+
+
+def enqueue_job(name: str, *args, job_id: str) -> None:
+    """Hand a payments job to RQ with retries; if Redis is down, the tick's sweep catches up."""
+    from redis.exceptions import RedisError
+    from rq import Retry
+
+    from portal.queues import queue
+
+    try:
+        queue().enqueue(name, *args, job_id=job_id, retry=Retry(max=5, interval=[10, 30, 60, 300, 900]),
+                        result_ttl=3600, failure_ttl=7 * 24 * 3600)
+    except RedisError as exc:
+        log.warning("could not enqueue %s%s: %s (the tick will retry)", name, args, exc)
 
 
 def _money(amount: int, currency: str) -> str:
@@ -299,7 +469,9 @@ def handle_webhook(event: GatewayEvent, gateway_name: str = "stripe") -> str:
 
 
 def reconcile(at: datetime) -> int:
-    """Ask the gateway about payments still pending or processing after a while (lost webhooks heal)."""
+    """The tick's ``payments`` step. Ask the gateway about payments still pending or processing
+    after a while (lost webhooks heal); cancel open intents that went stale (a lost
+    ``cancel_stale`` job); give back late payments whose refund job was lost."""
     stale = db.session.scalars(
         select(Payment).where(Payment.gateway.is_not(None), Payment.status.in_(("pending", "processing")),
                               Payment.created_at < at - RECONCILE_AFTER).order_by(Payment.id).limit(500)
@@ -316,7 +488,163 @@ def reconcile(at: datetime) -> int:
         with clock.frozen(at):
             after = apply_intent(intent).status
         changed += after != before
+    changed += cancel_stale()
+    for payment_id in db.session.scalars(select(Payment.id).where(Payment.excess_state == "refund_due")
+                                         .order_by(Payment.id).limit(100)).all():
+        try:
+            changed += refund_excess(payment_id) == "refunded"
+        except Exception:  # noqa: BLE001 - one payment's trouble must not stop the others
+            db.session.rollback()
+            log.exception("reconcile: refund of late payment %s failed; will retry", payment_id)
     return changed
+
+
+# Stale intents and late payments ------------------------------------------------------------------
+
+def _is_stale(payment: Payment, invoices: dict[int, Invoice]) -> bool:
+    """An open attempt no longer matches what is due: an invoice was paid, cancelled or written off,
+    or its amount due changed since the intent was made."""
+    mine = [invoices.get(i) for i in targets(payment)]
+    if any(inv is None or inv.status not in states.PAYABLE or inv.amount_due <= 0 for inv in mine):
+        return True
+    return sum(inv.amount_due for inv in mine) != payment.amount
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changed_invoices(session, flush_context) -> None:
+    """Remember invoices whose status or amount due changed in this transaction: once it commits,
+    their open intents may be stale, and the ``cancel_stale`` job looks at them."""
+    for obj in session.dirty:
+        if isinstance(obj, Invoice) and obj.status != states.DRAFT:
+            state = sa_inspect(obj)
+            if state.attrs.status.history.has_changes() or state.attrs.amount_due.history.has_changes():
+                session.info.setdefault("portal_changed_invoices", set()).add(obj.id)
+
+
+@event.listens_for(Session, "after_commit")
+def _cancel_after_commit(session) -> None:
+    changed = session.info.pop("portal_changed_invoices", None)
+    if changed and has_app_context():
+        ids = sorted(changed)
+        enqueue_job("portal.jobs.payments.cancel_stale", ids,
+                    job_id="cancel-stale-" + hashlib.sha256(repr((ids, clock.now().isoformat())).encode())
+                    .hexdigest()[:20])
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_changed_invoices(session) -> None:
+    session.info.pop("portal_changed_invoices", None)
+
+
+def cancel_stale(invoice_ids: list[int] | None = None) -> int:
+    """Cancel at the gateway the open (pending) intents that went stale, for ``invoice_ids`` (the
+    job after an invoice changed) or for every open intent (the tick). Each one under the usual
+    locks; one the gateway refuses to cancel (paid meanwhile) is booked as what it is. Raises
+    GatewayError when the gateway can't be reached, so the job is retried."""
+    query = select(Payment).where(Payment.gateway.is_not(None), Payment.status == "pending",
+                                  Payment.payment_method_id.is_(None))
+    open_ones = db.session.scalars(query.order_by(Payment.id).limit(1000)).all()
+    if invoice_ids is not None:
+        wanted = set(invoice_ids)
+        open_ones = [p for p in open_ones if wanted & set(targets(p))]
+    gateway = get_gateway()
+    cancelled = 0
+    unreachable: GatewayError | None = None
+    for candidate in open_ones:
+        locked = {inv.id: inv for inv in lock_invoices(targets(candidate))}
+        payment = lock_payment_row(candidate.id)
+        if payment is None or payment.status != "pending" or not _is_stale(payment, locked):
+            db.session.rollback()
+            continue
+        try:
+            gateway.cancel_intent(payment.gateway_intent_id, f"{payment.idempotency_key}-cancel")
+        except GatewayError as exc:
+            intent_id = payment.gateway_intent_id
+            db.session.rollback()
+            if exc.retryable:
+                unreachable = exc
+                continue
+            try:  # it succeeded or is settling: book it (a late success is then refunded)
+                apply_intent(gateway.retrieve_intent(intent_id))
+            except GatewayError as again:
+                unreachable = again
+            continue
+        payment.status = "canceled"
+        subject = ("invoice", payment.invoice_id) if payment.invoice_id else ("client", payment.client_id)
+        record_event("payment.canceled", subject[0], subject[1], SYSTEM,
+                     data={"payment_id": payment.id, "why": "the invoice was settled or changed"})
+        commit()
+        cancelled += 1
+    if unreachable is not None and invoice_ids is not None:
+        raise unreachable  # RQ retries the job; the tick sweeps in any case
+    return cancelled
+
+
+def refund_excess(payment_id: int) -> str:
+    """Give back the part of a late payment that went to credit (``excess_state == "refund_due"``),
+    as much as the credit balance still holds, through the gateway; then tell the client and staff.
+    Idempotent (the refund's idempotency key is counted per payment). Raises on a retryable gateway
+    failure so the job is retried."""
+    found = db.session.get(Payment, payment_id)
+    if found is None or found.excess_state != "refund_due":
+        db.session.rollback()
+        return "nothing to do"
+    invoices = lock_invoices(targets(found))
+    payment = lock_payment_row(payment_id)
+    if payment.excess_state != "refund_due" or payment.status != "succeeded":
+        db.session.rollback()
+        return "nothing to do"
+    from portal.services import credits
+
+    credits.lock_client(payment.client_id)
+    taken = int(db.session.scalar(select(func.coalesce(func.sum(Refund.from_credit), 0))
+                                  .where(Refund.payment_id == payment.id)) or 0)
+    amount = min(payment.credited_amount - taken, credits.balance(payment.client_id, payment.currency),
+                 payment.amount - payment.refunded_amount)
+    numbers = ", ".join(inv.number for inv in invoices if inv.number) or "your invoice"
+    invoice = invoices[0] if invoices else None
+    if amount <= 0:  # the credit was spent meanwhile (applied to another invoice): it stays spent
+        payment.excess_state = "credited"
+        record_event("payment.excess_kept", "client", payment.client_id, SYSTEM,
+                     data={"payment_id": payment.id, "why": "the credit balance was already used"})
+        if invoice is not None:
+            _staff_email(invoice, f"Late payment kept as credit: {numbers}",
+                         f"A late payment on {numbers} could not be refunded automatically: the credit it "
+                         f"made was already used. Check the client's credit balance.")
+        commit()
+        return "credited"
+    try:
+        row = refund_money(payment, amount, "Paid after the invoice was already settled: refunded automatically",
+                           SYSTEM, credit_first=True, notify=False)
+    except ServiceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, GatewayError) and not cause.retryable:
+            payment = lock_payment_row(payment_id)
+            payment.excess_state = "refund_failed"
+            record_event("payment.excess_refund_failed", "client", payment.client_id, SYSTEM,
+                         data={"payment_id": payment.id, "message": cause.message})
+            if invoice is not None:
+                _staff_email(invoice, f"Refund of a late payment failed: {numbers}",
+                             f"{_money(amount, payment.currency)} paid late on {numbers} could not be refunded: "
+                             f"{cause.message}. It stays on the client's credit balance; refund it by hand.")
+            commit()
+            return "refund_failed"
+        raise
+    payment.excess_state = "refunded"
+    record_event("payment.excess_refunded", "client", payment.client_id, SYSTEM,
+                 data={"payment_id": payment.id, "refund_id": row.id, "amount": amount})
+    if invoice is not None:
+        refunded = _money(amount, payment.currency)
+        _client_email(invoice, "payment_receipt",
+                      f"\n\nWe received a payment of {_money(payment.amount, payment.currency)} for {numbers} "
+                      f"after it had already been settled, so you were not charged twice: we refunded "
+                      f"{refunded} to your {payment.method_label}. Depending on your bank it shows "
+                      f"within 5 to 10 business days.",
+                      payment, "View the invoice")
+        _staff_email(invoice, f"Late payment refunded: {numbers} ({refunded})",
+                     f"{refunded} paid late on {numbers} ({invoice.client.name}) was refunded automatically.")
+    commit()
+    return "refunded"
 
 
 # Refunds ------------------------------------------------------------------------------------------
@@ -328,6 +656,15 @@ def refund(payment_id: int, amount_text: str, reason: str, actor: Actor, invoice
     holds it), then off the invoice it paid (``invoice_id`` for a "pay all" payment). Without a
     credit note the client owes that part again: a paid invoice reopens. A credit note
     (``credit_notes.issue``) refunds through ``refund_money`` and keeps the invoice settled."""
+    from portal.models import PaymentAllocation
+
+    found = db.session.get(Payment, payment_id)
+    if found is not None:  # the usual lock order: the invoice first, then the payment
+        target = invoice_id or found.invoice_id or db.session.scalar(
+            select(PaymentAllocation.invoice_id).where(PaymentAllocation.payment_id == found.id)
+            .order_by(PaymentAllocation.id.desc()).limit(1))
+        if target is not None:
+            lock_invoice(target)
     payment = _lock_payment(payment_id)
     amount = _refund_amount(payment, amount_text)
     row = refund_money(payment, amount, reason, actor, invoice_id)
@@ -400,8 +737,9 @@ def refund_money(payment: Payment, amount: int, reason: str, actor: Actor, invoi
     ``credit_first=False`` (a credit note) takes it all off the invoice."""
     from portal.services import credits
 
-    # Lock order as everywhere else: (payment,) invoice, then client -- the client lock serialises
-    # every spend of the credit balance, so a refund and an "apply credit" can't both use it.
+    # Lock order as everywhere else: invoice, payment (both taken by the caller), then client -- the
+    # client lock serialises every spend of the credit balance, so a refund and an "apply credit"
+    # can't both use it.
     from portal.models import PaymentAllocation
 
     target_id = invoice_id or payment.invoice_id or db.session.scalar(
@@ -714,36 +1052,40 @@ def _pay_all_payment(client_id: int, invoices: list[Invoice], currency: str, int
     return payment
 
 
+def _lock_pay_all(client_id: int, currency: str, quote: str | None) -> list[Invoice]:
+    """The usual lock order for "pay all": the client's payable invoices in ``currency`` (id order),
+    then the client row. Returns the invoices to pay, oldest first (ServiceError: nothing, or not
+    what the payer was shown)."""
+    candidates = db.session.scalars(select(Invoice.id).where(
+        Invoice.client_id == client_id, Invoice.currency == currency, Invoice.status.in_(states.PAYABLE),
+        Invoice.amount_due > 0)).all()
+    lock_invoices(list(candidates))
+    _lock_client(client_id)
+    return _pay_all_set(client_id, currency, quote)
+
+
 def start_pay_all(client_id: int, currency: str, actor: Actor, quote: str | None = None) -> Payment:
     """The client's open "pay all" attempt for ``currency``, created if there is none: one payment
     for every invoice due in that currency, oldest first. Reused while the invoices and their amounts
-    are the same (two tabs, a double click); a stale one is cancelled. ``quote`` (from the page)
-    refuses to charge a set of invoices the payer was not shown."""
+    are the same (two tabs, a double click); any other open attempt on those invoices (a guest link,
+    a stale "pay all") is cancelled first. ``quote`` (from the page) refuses to charge a set of
+    invoices the payer was not shown."""
     currency = _normal_currency(currency)
-    _lock_client(client_id)  # serialises "pay all" for this client
-    invoices = _pay_all_set(client_id, currency, quote)
+    invoices = _lock_pay_all(client_id, currency, quote)
     ids = [inv.id for inv in invoices]
     total = sum(inv.amount_due for inv in invoices)
-    gateway = get_gateway()
-    open_attempt = db.session.scalar(
-        select(Payment).where(Payment.client_id == client_id, Payment.invoice_id.is_(None),
-                              Payment.currency == currency, Payment.gateway.is_not(None),
-                              Payment.payment_method_id.is_(None), Payment.status == "pending")
-        .order_by(Payment.id.desc()))
-    if open_attempt is not None and open_attempt.amount == total and list(open_attempt.invoice_ids or []) == ids:
-        db.session.commit()  # release the lock
+    try:
+        open_attempt = clear_the_way(
+            sorted(invoices, key=lambda inv: inv.id), actor,
+            reuse=lambda p: (p.invoice_id is None and p.currency == currency and p.payment_method_id is None
+                             and p.amount == total and list(p.invoice_ids or []) == ids))
+    except ServiceError:
+        db.session.rollback()
+        raise
+    if open_attempt is not None:
+        commit()  # release the locks
         return open_attempt
-    if open_attempt is not None:  # the invoices or their amounts changed since: that intent is stale
-        try:
-            gateway.cancel_intent(open_attempt.gateway_intent_id, f"{open_attempt.idempotency_key}-cancel")
-        except GatewayError as exc:
-            log.warning("could not cancel stale pay-all intent %s: %s", open_attempt.gateway_intent_id, exc)
-            intent_id = open_attempt.gateway_intent_id
-            db.session.commit()
-            apply_intent(gateway.retrieve_intent(intent_id))
-            raise ServiceError("Your payment status just changed. Reload the page to see it.") from exc
-        open_attempt.status = "canceled"
-        record_event("payment.canceled", "client", client_id, actor, data={"payment_id": open_attempt.id})
+    gateway = get_gateway()
     key = _pay_all_key(client_id)
     try:
         intent = gateway.create_intent(total, currency, key, _pay_all_metadata(client_id, invoices),
@@ -787,12 +1129,16 @@ def pay_all_saved(client_id: int, currency: str, actor: Actor, quote: str | None
     from portal.services import autopay
 
     currency = _normal_currency(currency)
+    invoices = _lock_pay_all(client_id, currency, quote)
     client = _lock_client(client_id)
     method = autopay.usable_method(client_id, currency)
-    if method is None:
+    try:
+        if method is None:
+            raise ServiceError("No saved payment method on file.")
+        clear_the_way(sorted(invoices, key=lambda inv: inv.id), actor)  # a payer's open attempts: cancelled
+    except ServiceError:
         db.session.rollback()
-        raise ServiceError("No saved payment method on file.")
-    invoices = _pay_all_set(client_id, currency, quote)
+        raise
     gateway = get_gateway()
     key = _pay_all_key(client_id)
     try:

@@ -26,12 +26,13 @@ EDITABLE = (
     "currency", "timezone", "locale", "invoice_number_format", "payment_terms_days", "invoice_footer",
     "invoice_next_number", "invoice_memo", "notify_invoice_ready", "notify_payment_receipt",
     "notify_staff_on_payment", "accept_card", "accept_sepa_debit", "accept_us_bank_account",
+    "refund_late_payments",
     # Client portal (F4)
     "clients_manage_autopay", "autopay_timing", "autopay_days_before", "auto_apply_credit",
     "restrict_overdue_days", "restrict_actions", "card_expiry_notice_days", "credit_note_number_format",
 )
 NOTIFY_TOGGLES = ("notify_invoice_ready", "notify_payment_receipt", "notify_staff_on_payment")
-TOGGLES = NOTIFY_TOGGLES + ("clients_manage_autopay", "auto_apply_credit")
+TOGGLES = NOTIFY_TOGGLES + ("clients_manage_autopay", "auto_apply_credit", "refund_late_payments")
 AUTOPAY_TIMINGS = {
     "on_issue": "When the invoice is issued",
     "on_due_date": "On the due date",

@@ -146,6 +146,11 @@ class SettingsForm(FlaskForm):
     accept_card = BooleanField("Cards")
     accept_sepa_debit = BooleanField("SEPA Direct Debit (EUR invoices)")
     accept_us_bank_account = BooleanField("US bank account, ACH debit (USD invoices)")
+    refund_late_payments = BooleanField(
+        "Refund a payment that arrives for an invoice already settled",
+        description="A payment page left open while the invoice was paid another way can still be paid. "
+                    "On: that money is refunded automatically. Off: it is kept as the client's credit. "
+                    "Either way the client and staff are told.")
     logo = FileField("Logo", description="PNG, JPEG, GIF or WebP, up to 512 KB.")
     remove_logo = BooleanField("Remove the logo")
     # Client portal (F4)

@@ -248,7 +248,7 @@ def test_a_paid_invoice_refuses_a_second_payment(eur, client):
     invoice_id, link = eur
     assert pay(client, link, card_number=VISA).status_code == 303
     response = pay(client, link, card_number=VISA)
-    assert response.status_code == 422 and "already paid" in text_of(response)
+    assert response.status_code == 422 and "This invoice is paid" in text_of(response)
     assert len(db.session.scalars(select(Payment)).all()) == 1
 
 

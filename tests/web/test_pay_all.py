@@ -126,29 +126,31 @@ def test_pay_all_allocates_oldest_first_exact_to_the_cent(setup, client):
     assert len(receipts) == 1, "one receipt email for the one payment"
 
 
-def test_pay_all_when_an_invoice_got_paid_meanwhile_keeps_the_excess_as_credit(setup, client):
-    """The pay-all intent is started (the payer is on Stripe's form), then one invoice is paid on its
-    own; both payments succeed: that invoice is not paid twice, the excess is credit, on the receipt."""
+def test_paying_one_invoice_cancels_the_open_pay_all_attempt(setup, client):
+    """The pay-all intent is started (the payer is on the form), then one of its invoices is paid on
+    its own: the pay-all intent is cancelled at the gateway before the single one is made, so
+    confirming it later charges nothing; paying all again charges only what is left."""
+    from portal.gateways import get_gateway
+    from portal.services.errors import ServiceError
+
     started = payments.start_pay_all(setup["client_id"], "EUR", CONTACT)
     odd_id = setup["order"][1]
     single = payments.start_payment(odd_id)
+    assert get_gateway().retrieve_intent(started.gateway_intent_id).status == "canceled"
     payments.confirm_in_sandbox(single, "card:4242424242424242")
-    payments.confirm_in_sandbox(db.session.get(Payment, started.id), "card:4242424242424242")
+    with pytest.raises(ServiceError, match="replaced by another one"):
+        payments.confirm_in_sandbox(db.session.get(Payment, started.id), "card:4242424242424242")
+    assert rows(Payment, id=started.id)[0].status == "canceled"
+    assert credits.balance(setup["client_id"], "EUR") == 0
 
-    payment = rows(Payment, id=started.id)[0]
-    assert payment.status == "succeeded" and payment.amount == 118400 and payment.credited_amount == 3333
-    allocations = {a.invoice_id: a.amount for a in rows(PaymentAllocation, payment_id=payment.id)}
-    assert allocations == {setup["order"][0]: 15000, setup["order"][2]: 1, setup["order"][3]: 100066}
+    again = payments.start_pay_all(setup["client_id"], "EUR", CONTACT)
+    payment = payments.confirm_in_sandbox(again, "card:4242424242424242")
+    assert payment.status == "succeeded" and payment.amount == 118400 - 3333 and payment.credited_amount == 0
     odd = db.session.get(Invoice, odd_id)
     assert (odd.status, odd.amount_paid, odd.amount_due) == ("paid", 3333, 0), "never overpaid"
-    assert credits.balance(setup["client_id"], "EUR") == 3333
-    entry = rows(CreditEntry, payment_id=payment.id)
-    assert [(e.kind, e.amount) for e in entry] == [("overpayment", 3333)]
-
-    text = text_of(client.get(f"/portal/payments/{payment.id}/receipt"))
-    assert "Added to your credit balance €33.33" in text
-    assert f"Invoice {setup['numbers'][1]}" not in text
-    assert f"Invoice {setup['numbers'][0]} €150.00" in text
+    charged = [p.amount for p in rows(Payment)
+               if p.status == "succeeded" and p.gateway and p.client_id == setup["client_id"]]
+    assert sorted(charged) == [3333, 118400 - 3333], "each invoice charged once"
 
 
 def test_a_page_that_no_longer_matches_charges_nothing(setup, client):
