@@ -5,9 +5,11 @@ from portal.models.events import Delivery, Event
 from portal.models.invoices import Invoice, InvoiceLine, InvoiceToken
 from portal.models.payments import Payment, PaymentAllocation, PaymentMethod, Refund, WebhookEvent
 from portal.models.people import AuthToken, Client, Contact, StaffUser
+from portal.models.sessions import UserSession
 from portal.models.settings import Business, EmailTemplate
 
 __all__ = [
     "AuthToken", "Business", "Charge", "Client", "Contact", "CreditEntry", "CreditNote", "Delivery", "EmailTemplate", "Event", "Invoice",
-    "InvoiceLine", "InvoiceToken", "Payment", "PaymentAllocation", "PaymentMethod", "Refund", "Service", "StaffUser", "TaxRate", "WebhookEvent",
+    "InvoiceLine", "InvoiceToken", "Payment", "PaymentAllocation", "PaymentMethod", "Refund", "Service", "StaffUser", "TaxRate", "UserSession",
+    "WebhookEvent",
 ]

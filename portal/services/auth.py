@@ -13,8 +13,8 @@ from portal import clock
 from portal.extensions import db
 from portal.models import Contact, StaffUser
 from portal.models.people import STAFF_ROLES, _nonce
-from portal.services import tokens
-from portal.services.errors import ServiceError
+from portal.services import sessions, tokens
+from portal.services.errors import NotFound, ServiceError
 from portal.services.events import SYSTEM, Actor, commit, queue_email, record_event
 from portal.services.links import external_url
 from portal.services.passwords import hash_password, needs_rehash, password_problem, verify_password
@@ -125,6 +125,7 @@ def reset_password(kind: str, raw: str, password: str):
         db.session.rollback()
         raise ServiceError("This link has expired or was already used. Ask for a new one.")
     tokens.revoke_all("password_reset", principal)
+    sessions.end_all(principal, "password_reset")  # the caller signs this browser in afresh
     record_event("password.reset", kind, principal.id, Actor.of(principal))
     commit()
     return principal
@@ -143,6 +144,46 @@ def create_staff(email: str, password: str, role: str = "staff", name: str = "")
     db.session.add(user)
     db.session.flush()
     record_event("staff.created", "staff", user.id, SYSTEM, after={"email": email, "role": role})
+    commit()
+    return user
+
+
+def list_staff() -> list[StaffUser]:
+    return list(db.session.scalars(select(StaffUser).order_by(StaffUser.active.desc(), StaffUser.email)))
+
+
+def get_staff(user_id: int) -> StaffUser:
+    user = db.session.get(StaffUser, user_id)
+    if user is None:
+        raise NotFound("There is no such staff user.")
+    return user
+
+
+def deactivate_staff(user: StaffUser, actor: Actor) -> StaffUser:
+    """The owner turns a staff login off: it can no longer sign in, and its sessions end at once."""
+    if actor.kind == "staff" and actor.id == user.id:
+        raise ServiceError("You can't deactivate yourself.")
+    if user.is_owner and user.active:
+        owners = db.session.scalar(select(func.count()).select_from(StaffUser)
+                                   .where(StaffUser.role == "owner", StaffUser.active.is_(True)))
+        if owners <= 1:
+            raise ServiceError("The business needs at least one active owner.")
+    if user.active:
+        user.active = False
+        user.session_nonce = _nonce()
+        for purpose in ("password_reset",):
+            tokens.revoke_all(purpose, user)
+        ended = sessions.end_all(user, "deactivated")
+        record_event("staff.deactivated", "staff", user.id, actor, before={"active": True}, after={"active": False},
+                     data={"sessions_ended": ended})
+    commit()
+    return user
+
+
+def reactivate_staff(user: StaffUser, actor: Actor) -> StaffUser:
+    if not user.active:
+        user.active = True
+        record_event("staff.reactivated", "staff", user.id, actor, before={"active": False}, after={"active": True})
     commit()
     return user
 
@@ -233,6 +274,7 @@ def revoke_portal_access(contact: Contact, actor: Actor) -> None:
     contact.session_nonce = _nonce()
     for purpose in ("portal_invite", "portal_link", "password_reset"):
         tokens.revoke_all(purpose, contact)
+    sessions.end_all(contact, "access_revoked")
     record_event("contact.portal_access_revoked", "contact", contact.id, actor)
     commit()
 
@@ -262,12 +304,15 @@ def update_own_profile(contact: Contact, name: str, phone: str) -> Contact:
     return contact
 
 
-def change_own_password(contact: Contact, current: str, new: str) -> Contact:
-    """Change the signed-in contact's password: the current one is required; every other session ends
-    (the caller signs this session in again with the new nonce)."""
-    if not verify_password(contact.password_hash, current or ""):
+def change_own_password(principal, current: str, new: str, keep_session: int | None = None):
+    """Change the signed-in principal's (contact's or staff user's) own password: the current one is
+    required; every other session ends at once, ``keep_session`` (this browser's) carries on (the caller
+    signs it in again with the new nonce)."""
+    if not verify_password(principal.password_hash, current or ""):
         raise ServiceError("That isn't your current password.", field="current_password")
-    _set_password(contact, new or "")
-    record_event("password.changed", "contact", contact.id, Actor.of(contact))
+    _set_password(principal, new or "")
+    ended = sessions.end_all(principal, "password_changed", keep=keep_session)
+    record_event("password.changed", principal.kind, principal.id, Actor.of(principal),
+                 data={"sessions_ended": ended})
     commit()
-    return contact
+    return principal

@@ -130,6 +130,9 @@ def remove_contact(contact: Contact, actor: Actor) -> None:
         raise ServiceError("A client needs at least one contact.")
     record_event("contact.removed", "contact", contact.id, actor,
                  before=_snapshot(contact, CONTACT_FIELDS), data={"client_id": client.id})
+    from portal.services.sessions import end_all
+
+    end_all(contact, "removed")  # a reused id must not inherit a live session
     db.session.delete(contact)
     commit()
 

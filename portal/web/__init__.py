@@ -1,16 +1,16 @@
 """The only code that reads ``request``: blueprints, security headers, errors."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from babel.dates import format_date, format_datetime
 from flask import Flask, current_app, g, jsonify, render_template, request, session
-from flask_login import current_user, logout_user
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
-from portal import clock
 from portal.billing.money import format_money
 from portal.extensions import login_manager
+from portal.services import sessions as session_service
 from portal.services.auth import load_principal
 from portal.services.settings import get_business, readable_text_color
 
@@ -35,12 +35,14 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(pay_bp)
     app.register_blueprint(webhooks_bp)
 
-    login_manager.user_loader(load_principal)
+    # A session lasts at most this long however busy it is (the idle limit is IDLE_TIMEOUT).
+    app.config.setdefault("SESSION_ABSOLUTE_LIFETIME", timedelta(hours=12))
+    login_manager.user_loader(_load_user)
     login_manager.session_protection = "basic"
     login_manager.login_view = "auth.staff_login"
     login_manager.login_message = None
 
-    app.before_request(_idle_timeout)
+    app.before_request(_resume_session)
     app.after_request(_security_headers)
     app.register_error_handler(CSRFError, _csrf_error)
     for code in (403, 404, 405, 429, 500):
@@ -101,19 +103,36 @@ def _event_label(event_type: str) -> str:
     return event_type.replace(".", " ").replace("_", " ").capitalize()
 
 
-def _idle_timeout():
-    """Sessions end after IDLE_TIMEOUT without a request (checked server-side)."""
+SESSION_TOKEN = "sid"  # the session cookie's key for the raw server-side session token
+
+
+def _load_user(user_id: str):
+    """Flask-Login's loader: the principal named by ``_user_id`` AND a live ``user_session`` row for the
+    cookie's token (services/sessions.py). Anything else is a signed-out visitor: the stale keys leave
+    the cookie (its CSRF secret stays, so a public form in another tab still posts)."""
+    principal = load_principal(user_id)
+    resumed = session_service.resume(session.get(SESSION_TOKEN), principal.kind, principal.id) \
+        if principal is not None else None
+    if resumed is None or resumed.id is None:
+        if resumed is not None and resumed.just_ended in ("idle", "expired"):
+            g.session_expired = True
+        for key in (SESSION_TOKEN, "_user_id", "_fresh", "_id"):
+            session.pop(key, None)
+        return None
+    g.user_session_id = resumed.id
+    return principal
+
+
+def current_session_id() -> int | None:
+    """The signed-in browser's ``user_session.id`` (None when signed out)."""
+    return g.get("user_session_id") if current_user.is_authenticated else None
+
+
+def _resume_session():
+    """Load the session first thing (so its idle/lifetime check and throttled last-seen write happen
+    before any view's work), and keep the cookie rolling."""
     if request.endpoint == "static" or not current_user.is_authenticated:
         return None
-    now = int(clock.now().timestamp())
-    last_seen = session.get("seen")
-    limit = int(current_app.config["IDLE_TIMEOUT"].total_seconds())
-    if last_seen is not None and now - int(last_seen) > limit:
-        logout_user()
-        session.clear()
-        g.session_expired = True
-        return None
-    session["seen"] = now
     session.permanent = True
     return None
 

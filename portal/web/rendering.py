@@ -4,6 +4,8 @@ This is the only place that reads HX-* request headers.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import render_template, request
 from jinja2_fragments.flask import render_block
 
@@ -19,7 +21,16 @@ def render(template: str, block: str | None = None, **context) -> str:
 
 
 def safe_next(target: str | None, prefix: str, default: str) -> str:
-    """Only same-site paths inside ``prefix`` may be a post-login destination."""
-    if target and target.startswith(prefix) and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
+    """Only same-site paths inside ``prefix`` may be a post-login destination.
+
+    Anything else goes to ``default``: another host (``//evil``, ``https://evil``, ``/\\evil``, which
+    browsers read as ``//evil``), and control characters (CR/LF would split the Location header).
+    """
+    if not target or len(target) > 2000 or not target.startswith(prefix):
+        return default
+    if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "//" in parts.path:
+        return default
+    return target

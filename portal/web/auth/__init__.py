@@ -11,8 +11,10 @@ from flask_login import current_user, login_user, logout_user
 
 from portal.extensions import limiter
 from portal.services import auth as auth_service
+from portal.services import sessions as session_service
 from portal.services.errors import ServiceError
 from portal.web.forms import ForgotPasswordForm, LoginForm, SetPasswordForm
+from portal.web import SESSION_TOKEN
 from portal.web.rendering import render, safe_next
 
 bp = Blueprint("auth", __name__)
@@ -39,9 +41,13 @@ def _email_key():
 
 
 def _sign_in(principal) -> None:
-    # A fresh session at login: nothing from before carries over.
+    # A fresh session at login: nothing from before carries over, and a server-side session
+    # record (services/sessions.py) whose token only this cookie holds.
+    session_service.end_token(session.get(SESSION_TOKEN), "replaced")
     session.clear()
+    raw = session_service.start(principal, request.remote_addr, request.user_agent.string)
     login_user(principal)
+    session[SESSION_TOKEN] = raw
     session.permanent = True
 
 
@@ -62,13 +68,19 @@ def _login(kind: str):
                   expired=request.args.get("expired") == "1")
 
 
-def _logout(kind: str):
-    if current_user.is_authenticated and getattr(current_user, "kind", None) != kind:
-        abort(403)  # one kind's sign-out is no door for the other kind
+def sign_out_this_browser(kind: str):
+    """End this browser's server-side session, forget it, and go to the login page."""
+    session_service.end_token(session.get(SESSION_TOKEN), "logout")
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for(LOGIN[kind]))
+
+
+def _logout(kind: str):
+    if current_user.is_authenticated and getattr(current_user, "kind", None) != kind:
+        abort(403)  # one kind's sign-out is no door for the other kind
+    return sign_out_this_browser(kind)
 
 
 def _forgot(kind: str):

@@ -134,8 +134,13 @@ def _profile_page(profile_form=None, password_form=None, status: int = 200):
     contact = current_user._get_current_object()
     profile_form = profile_form or ProfileForm(obj=contact, formdata=None)
     password_form = password_form or ChangePasswordForm(formdata=None)
+    from portal.services import sessions as session_service
+    from portal.web import current_session_id
+
     return render("client/profile.html", contact=contact, profile_form=profile_form,
-                  password_form=password_form), status
+                  password_form=password_form, sessions=session_service.list_active(contact, current_session_id()),
+                  end_endpoint="client.profile_session_end",
+                  end_others_endpoint="client.profile_sessions_end_others"), status
 
 
 @bp.get("/profile")
@@ -163,7 +168,10 @@ def password_change():
     if form.validate_on_submit():
         contact = current_user._get_current_object()
         try:
-            auth_service.change_own_password(contact, form.current_password.data, form.password.data)
+            from portal.web import current_session_id
+
+            auth_service.change_own_password(contact, form.current_password.data, form.password.data,
+                                             keep_session=current_session_id())
         except ServiceError as exc:
             getattr(form, exc.field or "password").errors = [exc.message]
         else:
@@ -175,3 +183,4 @@ def password_change():
 
 # F4 pages live in their own modules; importing them registers their routes on ``bp``.
 from portal.web.client import credit, credit_notes, methods, pay_all  # noqa: E402,F401
+from portal.web.client import sessions  # noqa: E402,F401  (X1: the profile's session list)
