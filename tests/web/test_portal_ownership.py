@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from portal import clock
 from portal.extensions import db
-from portal.models import CreditEntry, CreditNote, Invoice, Payment, PaymentMethod, Refund
+from portal.models import CreditEntry, CreditNote, Invoice, Payment, PaymentMethod, Refund, UserSession
 from portal.services import invoices
 from portal.services.events import Actor
 from tests.support.web import csrf_token
@@ -36,9 +36,13 @@ def records_of(client_row) -> dict:
                       client_id=client_row.id, currency="EUR", amount=1000, to_balance=1000, reason="other",
                       issue_date=date(2026, 11, 20), created_at=clock.now())
     db.session.add(note)
+    signed_in = UserSession(token_hash=f"{client_row.id:064d}", principal_kind="contact",
+                            principal_id=client_row.contacts[0].id, created_at=clock.now(), last_seen_at=clock.now())
+    db.session.add(signed_in)
     db.session.commit()
     return {"invoice_id": open_invoice.id, "paid_invoice_id": invoice.id, "payment_id": payment.id,
-            "method_id": method.id, "payment_method_id": method.id, "credit_note_id": note.id}
+            "method_id": method.id, "payment_method_id": method.id, "credit_note_id": note.id,
+            "session_id": signed_in.id}
 
 
 def fingerprint() -> tuple:
@@ -52,6 +56,7 @@ def fingerprint() -> tuple:
                                  .order_by(PaymentMethod.id)).all()),
         db.session.scalar(select(func.count()).select_from(CreditEntry)),
         db.session.scalar(select(func.count()).select_from(Refund)),
+        tuple(db.session.execute(select(UserSession.id, UserSession.ended_at).order_by(UserSession.id)).all()),
     )
 
 
