@@ -171,8 +171,7 @@ def deactivate_staff(user: StaffUser, actor: Actor) -> StaffUser:
     if user.active:
         user.active = False
         user.session_nonce = _nonce()
-        for purpose in ("password_reset",):
-            tokens.revoke_all(purpose, user)
+        tokens.revoke_all("password_reset", user)
         ended = sessions.end_all(user, "deactivated")
         record_event("staff.deactivated", "staff", user.id, actor, before={"active": True}, after={"active": False},
                      data={"sessions_ended": ended})
