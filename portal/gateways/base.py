@@ -6,6 +6,9 @@ idempotency key derived from our own ids, so a retried call never makes two.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +89,105 @@ class GatewayError(Exception):
 
 class BadSignature(GatewayError):
     pass
+
+
+class BadEvent(GatewayError):
+    """A webhook body whose signature is good but which is not a well-formed event: refused (4xx),
+    never stored, never retried by us."""
+
+
+# Inbound webhook events ---------------------------------------------------------------------------
+#
+# The limits a verified body must meet before anything is stored. The two lengths are those of the
+# ``webhook_event`` columns (a test holds them equal); Stripe's object ids are at most 255 characters.
+MAX_EVENT_BYTES = 1024 * 1024        # Stripe's event bodies are a few kB; nested lists are truncated
+EVENT_ID_MAX_LENGTH = 100
+EVENT_TYPE_MAX_LENGTH = 100
+OBJECT_ID_MAX_LENGTH = 255
+MAX_EVENT_DEPTH = 64                 # containers inside containers, counting the event itself
+MAX_EVENT_INTEGER = 2**63 - 1        # every Stripe number fits a signed 64-bit integer
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]+")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _no_constants(name: str) -> Any:
+    raise BadEvent(f"Webhook payload holds {name}, which is not JSON.", code="invalid_event")
+
+
+def event_from_json(payload: bytes) -> WebhookEvent:
+    """Parse a verified webhook body into a :class:`WebhookEvent`, or raise :class:`BadEvent`.
+
+    What comes back is safe to store and to act on: ``id`` and ``type`` are non-empty strings of
+    safe characters within their column lengths, ``created`` an integer of seconds, ``object`` a
+    dict whose ``id``, when present (always for ``payment_intent.*`` events), is a string that
+    looks like a Stripe id; no string anywhere holds a NUL or an unpaired surrogate (PostgreSQL
+    refuses both), no number is NaN, infinite or beyond 64 bits, nothing nests deeper than
+    :data:`MAX_EVENT_DEPTH`."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise BadEvent(f"Webhook payload is larger than {MAX_EVENT_BYTES} bytes.", code="too_large")
+    try:
+        text = payload.decode("utf-8")
+        data = json.loads(text, parse_constant=_no_constants)
+    except BadEvent:
+        raise
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a BOM, 4300+ digits, nested too deep
+        raise BadEvent("Webhook payload is not a JSON event.", code="invalid_event") from None
+    _check_values(data)
+    if not isinstance(data, dict):
+        raise BadEvent("Webhook payload is not a JSON object.", code="invalid_event")
+    event_id = _word(data.get("id"), _EVENT_ID, EVENT_ID_MAX_LENGTH, "event id")
+    event_type = _word(data.get("type"), _EVENT_TYPE, EVENT_TYPE_MAX_LENGTH, "event type")
+    created = data.get("created", 0)
+    if type(created) is not int or created < 0:
+        raise BadEvent("Webhook event's created is not a timestamp.", code="invalid_event")
+    body = data.get("data")
+    obj = body.get("object") if isinstance(body, dict) else None
+    if not isinstance(obj, dict):
+        raise BadEvent("Webhook event has no data.object.", code="invalid_event")
+    if "id" in obj or event_type.startswith("payment_intent."):
+        _word(obj.get("id"), _EVENT_ID, OBJECT_ID_MAX_LENGTH, "object id")
+    return WebhookEvent(id=event_id, type=event_type, created=created, object=obj)
+
+
+def _word(value: Any, pattern: re.Pattern[str], max_length: int, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= max_length or not pattern.fullmatch(value):
+        raise BadEvent(f"Webhook event's {what} is missing or malformed.", code="invalid_event")
+    return value
+
+
+def _check_values(root: Any) -> None:
+    """Walk the parsed body without recursion: depth, strings and numbers (see event_from_json)."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_string(value)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if abs(value) > MAX_EVENT_INTEGER:
+                raise BadEvent("Webhook payload holds a number out of range.", code="invalid_event")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise BadEvent("Webhook payload holds a number out of range.", code="invalid_event")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_EVENT_DEPTH:
+                raise BadEvent("Webhook payload nests too deeply.", code="invalid_event")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_string(key)
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
+def _check_string(value: str) -> None:
+    if "\x00" in value:
+        raise BadEvent("Webhook payload holds a NUL character.", code="invalid_event")
+    try:
+        value.isascii() or value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadEvent("Webhook payload holds an unpaired surrogate.", code="invalid_event") from None
 
 
 class Gateway(Protocol):

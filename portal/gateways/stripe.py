@@ -18,7 +18,9 @@ nothing outside this file ever sees a Stripe object or a Stripe exception.
   carries the PaymentIntent: it is returned as an Intent with its error, not raised.
 - Webhooks are verified by the library over the raw body with the endpoint
   secret and a 300 s tolerance; the library only refuses old timestamps, so
-  timestamps more than 300 s in the future are refused here as well.
+  timestamps more than 300 s in the future are refused here as well. The
+  verified body is then parsed and checked by ``base.event_from_json`` (not
+  by the library), which raises ``BadEvent`` for anything malformed.
 """
 from __future__ import annotations
 
@@ -29,7 +31,10 @@ from typing import Any
 
 import stripe
 
-from portal.gateways.base import BadSignature, GatewayError, Intent, Refund, SavedMethod, SetupIntent, WebhookEvent
+from portal.gateways.base import (
+    MAX_EVENT_BYTES, BadEvent, BadSignature, GatewayError, Intent, Refund, SavedMethod, SetupIntent, WebhookEvent,
+    event_from_json,
+)
 
 WEBHOOK_TOLERANCE_SECONDS = 300
 # The PaymentIntent's payment method is expanded so we can tell card from bank debit.
@@ -216,24 +221,25 @@ class StripeGateway:
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
         if not self.webhook_secret:
             raise BadSignature("No webhook endpoint secret is configured.", code="no_webhook_secret")
+        if len(payload) > MAX_EVENT_BYTES:
+            raise BadEvent(f"Webhook payload is larger than {MAX_EVENT_BYTES} bytes.", code="too_large")
         try:
-            event = self._client.construct_event(
-                payload, signature_header, self.webhook_secret, tolerance=WEBHOOK_TOLERANCE_SECONDS)
+            text = payload.decode("utf-8")  # Stripe signs UTF-8 text; the library needs it decoded
+        except UnicodeDecodeError:
+            raise BadEvent("Webhook payload is not UTF-8 text.", code="invalid_event") from None
+        try:
+            stripe.WebhookSignature.verify_header(text, signature_header, self.webhook_secret,
+                                                  tolerance=WEBHOOK_TOLERANCE_SECONDS)
         except stripe.SignatureVerificationError as exc:
             raise BadSignature(f"Webhook signature refused: {exc.user_message or exc}",
                                code="bad_signature") from None
-        except ValueError:  # not UTF-8 or not JSON (the signature itself matched)
-            raise BadSignature("Webhook payload is not a JSON event.", code="invalid_payload") from None
         # Stripe's check refuses only timestamps that are too old; refuse the future as well.
         timestamp = _signature_timestamp(signature_header)
         if timestamp is None or timestamp > time.time() + WEBHOOK_TOLERANCE_SECONDS:
             raise BadSignature("Webhook timestamp is outside the tolerance zone.", code="bad_signature")
-        data = event.to_dict()
-        obj = (data.get("data") or {}).get("object")
-        if not data.get("id") or not data.get("type") or not isinstance(obj, dict):
-            raise BadSignature("Webhook payload is not a Stripe event.", code="invalid_payload")
-        return WebhookEvent(id=str(data["id"]), type=str(data["type"]), created=int(data.get("created") or 0),
-                            object=obj)
+        # Signed, so it is Stripe's (or the secret leaked): still checked field by field, as the
+        # library's own parsing would let a list, a numeric id or a NUL byte through to the database.
+        return event_from_json(payload)
 
 
 # Mapping ----------------------------------------------------------------------

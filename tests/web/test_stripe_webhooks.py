@@ -171,13 +171,14 @@ def test_unknown_intents_and_other_events_are_acknowledged(started, client, fake
     assert post(client, body, sign_payload(body, WHSEC)).get_json() == {"result": "unknown intent"}
 
 
-def test_a_handler_error_answers_500_and_rolls_back_so_stripe_retries(started, client, fake):
+def test_a_gateway_failure_answers_503_and_rolls_back_so_stripe_retries(started, client, fake):
     invoice_id, intent_id = started
     payload, header = paid_event(fake, intent_id)
     before = state(invoice_id)
     fake.fail_next_with_500(times=3)  # the retrieve inside the handler fails (library retries included)
     response = post(client, payload, header)
-    assert response.status_code == 500
+    assert response.status_code == 503 and response.get_json()["error"] == "unavailable"
+    assert int(response.headers["Retry-After"]) > 0
     assert state(invoice_id) == before, "the event row and its effect were rolled back together"
     retry = post(client, payload, header)
     assert retry.status_code == 200 and retry.get_json() == {"result": "applied"}
