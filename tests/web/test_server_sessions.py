@@ -171,6 +171,24 @@ def test_a_staff_password_change_ends_other_sessions_and_keeps_this_one(app, mak
     assert signed_in_browser(app, "/staff/login", {"email": STAFF["email"], "password": "a brand new secret"})
 
 
+def test_a_password_reset_ends_every_session_and_signs_in_afresh(app, make, auth):
+    from portal.extensions import db
+    from portal.services import tokens
+
+    user = make.staff()
+    before = [signed_in_browser(app, "/staff/login", STAFF) for _ in range(2)]
+    raw = tokens.issue("password_reset", user, timedelta(hours=1))
+    db.session.commit()
+    resetter = app.test_client()
+    done = post_form(resetter, f"/staff/password/reset/{raw}",
+                     {"password": "brand new password", "confirm": "brand new password"})
+    assert done.status_code == 302
+    assert staff_ok(resetter)
+    assert not any(staff_ok(b) for b in before)
+    reasons = [r.ended_reason for r in session_rows("staff")]
+    assert reasons == ["password_reset", "password_reset", None]
+
+
 def test_deactivating_a_staff_user_ends_their_sessions_at_once(app, make, client, auth):
     make.owner()
     sam = make.staff()
