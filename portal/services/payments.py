@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from datetime import datetime, timedelta
 
 from flask import has_app_context
@@ -826,6 +827,35 @@ __all__ = ["apply_intent", "confirm_in_sandbox", "handle_webhook", "methods_for"
 BANK_METHODS = ("sepa_debit", "us_bank_account")
 
 
+_IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}$")
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(d) for d in reversed(number)]
+    total = sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])
+    return total % 10 == 0
+
+
+def typed_number(method: str, number: str | None) -> str:
+    """What the payer typed on the sandbox form, checked for its shape before the gateway is asked
+    (a mistyped number is a field error: no attempt, no "didn't go through" email)."""
+    raw = (number or "")[:64]
+    number = "".join(raw.split()).replace("-", "").upper()
+    field = "card_number" if method == "card" else "account"
+    if not number:
+        labels = {"card": "Enter the card number.", "sepa_debit": "Enter your IBAN.",
+                  "us_bank_account": "Enter your account number."}
+        raise ServiceError(labels[method], field=field)
+    if method == "card" and not (number.isascii() and number.isdigit() and 12 <= len(number) <= 19
+                                 and luhn_ok(number)):
+        raise ServiceError("That card number is not valid. Check it and try again.", field=field)
+    if method == "sepa_debit" and not _IBAN.match(number):
+        raise ServiceError("That IBAN is not valid. It starts with two letters, like DE89 3704 …", field=field)
+    if method == "us_bank_account" and not (number.isascii() and number.isdigit() and 4 <= len(number) <= 17):
+        raise ServiceError("Use the account number: 4 to 17 digits.", field=field)
+    return number
+
+
 def checkout_options(invoice: Invoice) -> dict:
     """How this invoice can be paid online here: the gateway's mode and the methods on offer."""
     gateway = get_gateway()
@@ -840,11 +870,7 @@ def pay_in_sandbox(invoice_id: int, method: str, number: str) -> Payment:
         raise NotFound("No such invoice.")
     if method not in methods_for(invoice.currency):
         raise ServiceError("Choose how you want to pay.", field="method")
-    number = "".join((number or "").split()).replace("-", "")
-    if not number:
-        labels = {"card": "Enter the card number.", "sepa_debit": "Enter your IBAN.",
-                  "us_bank_account": "Enter your account number."}
-        raise ServiceError(labels[method], field="card_number" if method == "card" else "account")
+    number = typed_number(method, number)
     payment = start_payment(invoice_id)
     return confirm_in_sandbox(payment, f"{method}:{number}")
 
@@ -1112,11 +1138,7 @@ def pay_all(client_id: int, currency: str, actor: Actor, method: str = "card", n
         return {"payment": payment, "client_secret": intent.client_secret, "payment_id": payment.id}
     if method not in methods_for(currency):
         raise ServiceError("Choose how you want to pay.", field="method")
-    number = "".join((number or "").split()).replace("-", "")
-    if not number:
-        labels = {"card": "Enter the card number.", "sepa_debit": "Enter your IBAN.",
-                  "us_bank_account": "Enter your account number."}
-        raise ServiceError(labels[method], field="card_number" if method == "card" else "account")
+    number = typed_number(method, number)
     payment = start_pay_all(client_id, currency, actor, quote)
     payment = confirm_in_sandbox(payment, f"{method}:{number}")
     return {"payment": payment, "client_secret": None, "payment_id": payment.id}

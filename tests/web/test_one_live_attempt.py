@@ -302,3 +302,19 @@ def test_retry_with_another_card_after_an_interrupted_success_says_paid(acme, ap
     assert [p.amount for p in succeeded_charges(acme.client_id)] == [10000]
     assert db.session.scalar(select(func.count()).select_from(CreditEntry)) == 0
     assert not db.session.scalars(select(Event).where(Event.type == "payment.excess")).all()
+
+
+@pytest.mark.parametrize("number", ["1234 5678 9012 3456", "4242 4242 4242 4241", "abcd", "4242",
+                                    "4" * 64, "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢"])
+def test_a_garbage_card_number_is_a_field_error_with_no_attempt_and_no_email(acme, app, number):
+    invoice = invoice_for(acme.client, "100.00")
+    link = guest_link(invoice)
+    invoice_id = invoice.id
+    guest = app.test_client()
+    token = csrf_token(guest, link)
+    deliveries_before = db.session.scalar(select(func.count()).select_from(Delivery))
+    response = guest.post(f"{link}/pay", data={"method": "card", "card_number": number, "csrf_token": token})
+    assert response.status_code == 422
+    assert "card number is not valid" in text_of(response)
+    assert db.session.scalar(select(func.count()).select_from(Payment).where(Payment.invoice_id == invoice_id)) == 0
+    assert db.session.scalar(select(func.count()).select_from(Delivery)) == deliveries_before
