@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from portal.billing.money import MoneyError, format_money, to_minor
+from portal.billing.money import MoneyError, format_money, parse_amount
 
+# A part can never be more than an invoice (500 lines of at most 10^14 minor units fit 8 bytes).
+MAX_PART = 100_000_000_000_000
 PARTS = ("to_due", "to_balance", "to_refund", "to_outside")
 POST_PAYMENT = ("to_refund", "to_balance", "to_outside")
 
@@ -62,13 +64,10 @@ def parse_split(typed: dict[str, str], currency: str) -> tuple[Split, dict[str, 
             values[part] = 0
             continue
         try:
-            values[part] = to_minor(text, currency)
-        except MoneyError:
-            errors[part] = "Use an amount like 25.00."
-            values[part] = 0
-            continue
-        if values[part] < 0:
-            errors[part] = "Enter zero or more."
+            values[part] = parse_amount(text, currency, max_minor=MAX_PART)
+        except MoneyError as exc:
+            errors[part] = {"negative": "Enter zero or more.",
+                            "range": "That amount is too large."}.get(exc.reason, "Use an amount like 25.00.")
             values[part] = 0
     return Split(**values), errors
 

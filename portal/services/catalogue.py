@@ -8,11 +8,11 @@ and kind when they are made, so editing a rate later changes no invoice.
 """
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from portal.billing.money import MoneyError, to_major, to_minor, valid_currency
+from portal.billing.money import MoneyError, parse_amount, parse_decimal, to_major, valid_currency
 from portal.extensions import db
 from portal.models import Service, TaxRate
 from portal.services.errors import NotFound, ServiceError
@@ -21,6 +21,8 @@ from portal.services.settings import get_business
 
 MAX_PERCENT_PLACES = 4
 MAX_UNIT_PRICE = 1_000_000_000_000  # minor units (10 billion in a 2-decimal currency)
+MAX_QUANTITY = 1_000_000
+QUANTITY_PLACES = 3
 
 
 class CatalogueInvalid(ServiceError):
@@ -37,19 +39,27 @@ class CatalogueInvalid(ServiceError):
 def parse_price(text: str, currency: str, errors: dict, field: str = "unit_price") -> int | None:
     """A typed price → minor units, or None with the reason in ``errors[field]``."""
     try:
-        price = to_minor(text, currency)
+        return parse_amount(text, currency, max_minor=MAX_UNIT_PRICE)
     except MoneyError as exc:
-        message = str(exc)
-        errors[field] = (message[0].upper() + message[1:] + ".") if "decimals" in message \
-            else "Enter the price, like 120.00."
+        errors[field] = {
+            "places": str(exc),
+            "negative": "The price can't be negative.",
+            "range": "That price is too large.",
+        }.get(exc.reason, "Enter the price, like 120.00.")
         return None
-    if price < 0:
-        errors[field] = "The price can't be negative."
-        return None
-    if price > MAX_UNIT_PRICE:
-        errors[field] = "That price is too large."
-        return None
-    return price
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A typed quantity ("2.5"; blank is 1) of a charge or an invoice line → Decimal, or MoneyError
+    with the message to show."""
+    try:
+        return parse_decimal((text or "").strip() or "1", max_places=QUANTITY_PLACES, max_value=MAX_QUANTITY,
+                             allow_zero=False)
+    except MoneyError as exc:
+        if exc.reason == "range" and str(exc).startswith("At most"):
+            raise
+        raise MoneyError("Use a positive number, up to 3 decimals.", exc.reason) from None
+
 
 def list_tax_rates(active_only: bool = False) -> list[TaxRate]:
     query = select(TaxRate).order_by(TaxRate.active.desc(), func.lower(TaxRate.name), TaxRate.id)
@@ -122,18 +132,14 @@ def _flag(values: dict, key: str, default: bool) -> bool:
 def parse_percent(text: str) -> Decimal:
     """ "7.25" or "7.25%" → Decimal("7.2500"). Raises ValueError with the message to show."""
     raw = (text or "").strip().removesuffix("%").strip()
-    if not raw:
-        raise ValueError("Enter the rate as a percentage, like 20 or 7.25.")
     try:
-        value = Decimal(raw)
-    except InvalidOperation:
+        value = parse_decimal(raw, max_places=MAX_PERCENT_PLACES, max_value=100, example="7.25")
+    except MoneyError as exc:
+        if exc.reason in ("range", "negative"):
+            raise ValueError("Use a percentage between 0 and 100.") from None
+        if exc.reason == "places":
+            raise ValueError(str(exc)) from None
         raise ValueError("Enter the rate as a percentage, like 20 or 7.25.") from None
-    if not value.is_finite():
-        raise ValueError("Enter the rate as a percentage, like 20 or 7.25.")
-    if not Decimal(0) <= value <= Decimal(100):
-        raise ValueError("Use a percentage between 0 and 100.")
-    if value != value.quantize(Decimal(1).scaleb(-MAX_PERCENT_PLACES)):
-        raise ValueError(f"Use at most {MAX_PERCENT_PLACES} decimal places.")
     return value.quantize(Decimal(1).scaleb(-MAX_PERCENT_PLACES))
 
 

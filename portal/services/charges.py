@@ -6,22 +6,19 @@ finalizing marks it ``billed``. Only open charges can be deleted.
 """
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from portal.billing.invoice_math import Line, compute
-from portal.billing.money import to_major, valid_currency
+from portal.billing.money import MoneyError, to_major, valid_currency
 from portal.extensions import db
 from portal.models import Charge, Client, Service, TaxRate
-from portal.services.catalogue import CatalogueInvalid, parse_price
+from portal.services.catalogue import CatalogueInvalid, parse_price, parse_quantity
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
 from portal.services.settings import get_business
-
-MAX_QUANTITY = Decimal("1000000")
-
 
 class ChargeInvalid(CatalogueInvalid):
     """Bad input: ``errors`` maps a field name to its message."""
@@ -104,12 +101,9 @@ def _parse(client: Client, values: dict) -> tuple[dict, dict[str, str]]:
 
     quantity = None
     try:
-        quantity = Decimal(_text(values, "quantity").replace(",", "") or "1")
-        if not quantity.is_finite() or quantity <= 0 or quantity > MAX_QUANTITY \
-                or quantity != quantity.quantize(Decimal("0.001")):
-            raise ValueError
-    except (InvalidOperation, ValueError):
-        errors["quantity"] = "Use a positive number, up to 3 decimals."
+        quantity = parse_quantity(_text(values, "quantity"))
+    except MoneyError as exc:
+        errors["quantity"] = str(exc)
 
     currency = _text(values, "currency").upper() or (service.currency if service else default_currency(client))
     if not valid_currency(currency):

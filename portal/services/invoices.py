@@ -11,7 +11,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
@@ -20,10 +20,11 @@ from sqlalchemy.orm import selectinload
 from portal import clock
 from portal.billing import states
 from portal.billing.invoice_math import Discount, Line, TaxRate as TaxRule, amount_due, compute
-from portal.billing.money import MoneyError, to_minor, valid_currency
+from portal.billing.money import MoneyError, parse_amount, parse_decimal, valid_currency
 from portal.extensions import db
 from portal.models import Business, Charge, Client, Invoice, InvoiceLine, InvoiceToken, Payment, Service, TaxRate
 from portal.models.payments import MANUAL_METHODS
+from portal.services.catalogue import MAX_UNIT_PRICE, parse_quantity
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event
 from portal.services.settings import get_business
@@ -64,35 +65,29 @@ class DraftInput:
     lines: list[dict] | None = None
 
 
-def _decimal(text: str) -> Decimal:
-    try:
-        value = Decimal(str(text).strip().replace(",", ""))
-    except InvalidOperation:
-        raise ValueError from None
-    if not value.is_finite():
-        raise ValueError
-    return value
+PERCENT_PLACES = 4
 
 
 def parse_discount(kind: str, value: str, currency: str, field: str, errors: dict) -> Discount | None:
+    """A line's or the invoice's discount: a percentage (0–100, up to 4 decimals) or a fixed amount
+    (at most ``MAX_LINE_AMOUNT``, so it always fits the money columns)."""
     kind = (kind or "").strip()
     value = (value or "").strip()
     if not kind or not value:
         return None
-    try:
-        if kind == "percent":
-            pct = _decimal(value)
-            if not 0 <= pct <= 100:
-                raise ValueError
-            return Discount("percent", pct.quantize(Decimal("0.0001")))
-        if kind == "fixed":
-            amount = to_minor(value, currency)
-            if amount < 0:
-                raise ValueError
-            return Discount("fixed", amount)
-    except (ValueError, MoneyError):
-        errors[field] = "Use a percentage between 0 and 100." if kind == "percent" else "Use an amount like 25.00."
-        return None
+    if kind == "percent":
+        try:
+            pct = parse_decimal(value, max_places=PERCENT_PLACES, max_value=100)
+        except MoneyError as exc:
+            errors[field] = str(exc) if exc.reason == "places" else "Use a percentage between 0 and 100."
+            return None
+        return Discount("percent", pct.quantize(Decimal("0.0001")))
+    if kind == "fixed":
+        try:
+            return Discount("fixed", parse_amount(value, currency, max_minor=MAX_LINE_AMOUNT))
+        except MoneyError as exc:
+            errors[field] = str(exc) if exc.reason in ("range", "places") else "Use an amount like 25.00."
+            return None
     errors[field] = "Choose percent or fixed."
     return None
 
@@ -147,24 +142,17 @@ def parse_draft(data: DraftInput) -> tuple[list[ParsedLine], Discount | None, da
             errors[prefix + "description"] = "Keep it under 500 characters."
         quantity = Decimal(0)
         try:
-            quantity = _decimal(raw.get("quantity") or "1")
-            if quantity <= 0 or quantity > Decimal("1000000"):
-                raise ValueError
-            if quantity != quantity.quantize(Decimal("0.001")):
-                raise ValueError
-        except ValueError:
-            errors[prefix + "quantity"] = "Use a positive number, up to 3 decimals."
+            quantity = parse_quantity(raw.get("quantity") or "")
+        except MoneyError as exc:
+            errors[prefix + "quantity"] = str(exc)
         unit_price = 0
         try:
-            unit_price = to_minor(raw.get("unit_price") or "", currency)
-            if unit_price < 0:
-                raise ValueError
-        except (MoneyError, ValueError):
-            errors[prefix + "unit_price"] = "Use an amount like 120.00."
+            unit_price = parse_amount(raw.get("unit_price") or "", currency, max_minor=MAX_UNIT_PRICE)
+        except MoneyError as exc:
+            errors[prefix + "unit_price"] = "That amount is too large." if exc.reason == "range" \
+                else "Use an amount like 120.00."
         else:
-            from portal.services.catalogue import MAX_UNIT_PRICE
-
-            if unit_price > MAX_UNIT_PRICE or quantity * unit_price > MAX_LINE_AMOUNT:
+            if quantity * unit_price > MAX_LINE_AMOUNT:
                 errors[prefix + "unit_price"] = "That amount is too large."
         line_discount = parse_discount(raw.get("discount_kind"), raw.get("discount_value"), currency,
                                        prefix + "discount_value", errors)
@@ -531,13 +519,11 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
         raise ServiceError(f"An invoice that is {invoice.status_label.lower()} takes no payments.")
     amount = 0
     try:
-        amount = to_minor(amount_text, invoice.currency)
+        amount = parse_amount(amount_text or "", invoice.currency, max_minor=MAX_PAYMENT, allow_negative=True)
         if amount <= 0:
             errors["amount"] = "Enter an amount above zero."
-        elif amount > MAX_PAYMENT:
-            errors["amount"] = "That amount is too large."
-    except MoneyError:
-        errors["amount"] = "Use an amount like 120.00."
+    except MoneyError as exc:
+        errors["amount"] = "That amount is too large." if exc.reason == "range" else "Use an amount like 120.00."
     if method not in MANUAL_METHODS:
         errors["method"] = "Choose how it was paid."
     try:

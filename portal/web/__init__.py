@@ -45,8 +45,11 @@ def init_app(app: Flask) -> None:
     app.before_request(_resume_session)
     app.after_request(_security_headers)
     app.register_error_handler(CSRFError, _csrf_error)
-    for code in (403, 404, 405, 429, 500):
+    for code in (403, 404, 405, 413, 429, 500):
         app.register_error_handler(code, _error_page)
+    # Redis or the database down (or not answering): 503 "try again in a minute", not a 500.
+    for outage in OUTAGES:
+        app.register_error_handler(outage, _unavailable)
 
     app.jinja_env.filters["datetime"] = _format_datetime
     app.jinja_env.filters["event_label"] = _event_label
@@ -63,6 +66,11 @@ def _business_for_templates():
     # a test's) the session may have been removed since, detaching the cached row.
     from sqlalchemy import inspect as sa_inspect
 
+    if g.get("without_database"):  # an error page: defaults, never a query
+        from portal.models import Business
+
+        return Business(name=g.get("brand_name") or "", brand_color="#3355cc", currency="USD", timezone="UTC",
+                        locale="en_US")
     if "business" not in g or sa_inspect(g.business).detached:
         g.business = get_business()
     return g.business
@@ -159,13 +167,21 @@ def _security_headers(response):
     headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(self)")
     if current_app.config.get("PRODUCTION"):
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if current_user.is_authenticated or getattr(g, "token_page", False):
+    if getattr(g, "without_database", False) or getattr(g, "token_page", False) or _signed_in():
         headers.setdefault("Cache-Control", "no-store")
     return response
 
 
+def _signed_in() -> bool:
+    """Whether a user is signed in, without failing the response when the database is down."""
+    try:
+        return current_user.is_authenticated
+    except OUTAGES:
+        return False
+
+
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or (
+    return request.path.startswith(("/api/", "/webhooks/")) or (
         request.accept_mimetypes.best == "application/json" and not request.htmx
     )
 
@@ -177,18 +193,99 @@ def _csrf_error(error: CSRFError):
     return render_template("errors/error.html", code=400, title="Form expired", message=message), 400
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
+
+
+def _messages(code: int) -> tuple[str, str]:
+    from portal.services.settings import LOGO_MAX_BYTES
+
+    if code == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+        return ("Too large", f"That is more than the portal takes at once: at most {_megabytes(limit)} per "
+                f"request, and a logo at most {_megabytes(LOGO_MAX_BYTES)}. Nothing was changed.")
+    return MESSAGES.get(code, ("Error", "Something went wrong."))
+
+
 MESSAGES = {
     403: ("Not allowed", "You don't have access to this page."),
     404: ("Not found", "There's nothing here. Check the link, or go back."),
     405: ("Not allowed", "This page can't be used that way."),
     429: ("Too many attempts", "Too many attempts. Wait a minute, then try again."),
     500: ("Something went wrong", "Something went wrong on our side. Nothing was changed; try again."),
+    503: ("Try again in a minute", "We can't take this right now. Try again in a minute."),
 }
+RETRY_AFTER_SECONDS = 60
+
+
+def _without_database() -> None:
+    """Error pages never query: keep the business's name if it was already loaded, roll back
+    whatever the failed request left (a flush the database refused leaves the session unusable
+    until then), and let templates fall back to defaults."""
+    from sqlalchemy import inspect as sa_inspect
+
+    from portal.extensions import db
+
+    if "brand_name" not in g and "business" in g:
+        try:
+            g.brand_name = sa_inspect(g.business).dict.get("name")  # loaded already: no query
+        except Exception:  # noqa: BLE001 - a name on an error page is not worth failing it
+            g.brand_name = None
+    g.without_database = True
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the database may be gone altogether
+        current_app.logger.warning("rollback failed while rendering an error page", exc_info=True)
+
+
+def _error_response(code: int, title: str, message: str):
+    if _wants_json():
+        error = "unavailable" if code == 503 else title.lower().replace(" ", "_")
+        return jsonify(error=error, message=message), code
+    return render_template("errors/error.html", code=code, title=title, message=message,
+                           brand=g.get("brand_name")), code
 
 
 def _error_page(error):
     code = getattr(error, "code", 500) or 500
-    title, message = MESSAGES.get(code, ("Error", str(error)))
-    if _wants_json():
-        return jsonify(error=title.lower().replace(" ", "_"), message=message), code
-    return render_template("errors/error.html", code=code, title=title, message=message), code
+    _without_database()
+    title, message = _messages(code)
+    return _error_response(code, title, message)
+
+
+def _is_outage(error: Exception) -> bool:
+    """A database or Redis that is down or not answering (not a bug: a missing table is a 500)."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, DBAPIError) and isinstance(error.orig, sqlite3.Error):
+        text = str(error.orig).lower()
+        return error.connection_invalidated or any(
+            sign in text for sign in ("unable to open", "locked", "disk i/o", "busy", "readonly database"))
+    return True
+
+
+def _unavailable(error):
+    if not _is_outage(error):
+        raise error
+    current_app.logger.warning("503 for %s %s: %s: %s", request.method, request.path, type(error).__name__,
+                               str(error).splitlines()[0] if str(error) else "")
+    _without_database()
+    response, code = _error_response(503, *MESSAGES[503])
+    response = current_app.make_response((response, code))
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _outages() -> tuple[type[Exception], ...]:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, RedisTimeoutError)
+
+
+OUTAGES = _outages()
