@@ -18,6 +18,9 @@ DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 
 class ConfigError(RuntimeError):
     """The configuration cannot run; the message is one line naming what is missing."""
+MAX_CONTENT_LENGTH = 2 * 1024 * 1024  # bytes: any request body (see README, "Limits")
+
+
 
 
 def _bool(value: str | None, default: bool = False) -> bool:
@@ -149,3 +152,7 @@ def _limiter_uri(redis_url: str) -> str:
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url[len("unix://"):]
     return redis_url
+        # Request size: a body above this is refused with 413 before it is read. It must stay above
+        # the logo limit (services.settings.LOGO_MAX_BYTES, 512 KB) plus the settings form; Werkzeug
+        # also caps each text field of a multipart form at MAX_FORM_MEMORY_SIZE (500 KB default).
+        "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH,
