@@ -43,10 +43,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.update(settings)
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-    if app.config.get("PORTAL_BASE_URL") and app.config["PRODUCTION"]:
-        from urllib.parse import urlsplit
-
-        app.config.setdefault("TRUSTED_HOSTS", [urlsplit(app.config["PORTAL_BASE_URL"]).hostname])
+    if app.config.get("TRUSTED_HOSTS") is None and app.config["PRODUCTION"]:
+        # Production serves only PORTAL_BASE_URL's host (from_environment sets this; overrides may not).
+        app.config["TRUSTED_HOSTS"] = config_module.trusted_hosts(app.config.get("PORTAL_BASE_URL"))
 
     if app.config.get("EMBEDDED_REDIS") and not app.config.get("TESTING"):
         from portal.embedded import ensure_redis

@@ -1,4 +1,4 @@
-"""``flask --app wsgi portal …``: demo, create-staff, tick."""
+"""``flask --app wsgi portal …``: demo, create-staff, tick, reset-link."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -59,3 +59,25 @@ def tick(at: str | None) -> None:
             raise click.BadParameter(f"not an ISO 8601 time: {at!r}", param_hint="--at") from exc
     result = run_tick(moment)
     click.echo("tick: " + ", ".join(f"{name}={count}" for name, count in result.items()))
+
+
+@portal_cli.command("reset-link")
+@click.argument("email")
+def reset_link(email: str) -> None:
+    """Print a fresh single-use password-reset link for a staff user (or a portal contact).
+
+    The way for the owner to get their own link: secret links in the Emails page are shown only
+    to the owner. The link is built from PORTAL_BASE_URL and expires like an emailed one.
+    """
+    from flask import current_app
+
+    from portal.services.auth import issue_reset_link
+
+    try:
+        kind, link = issue_reset_link(email)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from exc
+    minutes = int(current_app.config["PASSWORD_RESET_TTL"].total_seconds() // 60)
+    who = "staff user" if kind == "staff" else "portal contact"
+    click.echo(f"Password-reset link for {who} {email.strip().lower()} (single use, expires in {minutes} minutes):")
+    click.echo(link)

@@ -8,19 +8,21 @@ and the app refuses to start without them.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 
 
-class ConfigError(RuntimeError):
-    """The configuration cannot run; the message is one line naming what is missing."""
 MAX_CONTENT_LENGTH = 2 * 1024 * 1024  # bytes: any request body (see README, "Limits")
 
 
+class ConfigError(RuntimeError):
+    """The configuration cannot run; the message is one line naming what is missing."""
 
 
 def _bool(value: str | None, default: bool = False) -> bool:
@@ -58,6 +60,42 @@ def _normalise_database_url(url: str) -> str:
     return url
 
 
+_HOSTNAME = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _base_url(value: str) -> str | None:
+    """PORTAL_BASE_URL, checked: an absolute http(s) URL with a host and nothing after the path."""
+    value = value.strip().rstrip("/")
+    if not value:
+        return None
+    problem = "PORTAL_BASE_URL must be an absolute http(s) URL such as https://billing.example.com"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(problem) from exc
+    hostname = parts.hostname or ""
+    if (parts.scheme not in {"http", "https"} or not hostname or not _HOSTNAME.fullmatch(hostname)
+            or parts.username is not None or parts.password is not None or parts.query or parts.fragment
+            or "?" in value or "#" in value or any(c.isspace() for c in value) or port == 0):
+        raise ConfigError(problem)
+    return value
+
+
+def trusted_hosts(base_url: str | None, extra: str = "") -> list[str] | None:
+    """Flask's TRUSTED_HOSTS for a base URL: its host (plus the other loopback names when it is a
+    loopback one, for ``make run``), plus any PORTAL_EXTRA_HOSTS. None (any host) without a base URL."""
+    if not base_url:
+        return None
+    host = urlsplit(base_url).hostname or ""
+    hosts = [host]
+    if host in _LOOPBACK:
+        hosts += [name for name in _LOOPBACK if name != host]
+    hosts += [name.strip().lower() for name in extra.split(",") if name.strip()]
+    return list(dict.fromkeys(hosts))
+
+
 def from_environment(env: dict[str, str] | None = None) -> dict:
     """Build the Flask config mapping from environment variables."""
     env = dict(os.environ if env is None else env)
@@ -70,10 +108,13 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
     database_url = env.get("DATABASE_URL", "").strip()
     redis_url = env.get("REDIS_URL", "").strip()
     secret_key = env.get("SECRET_KEY", "").strip()
+    base_url = env.get("PORTAL_BASE_URL", "").strip()
 
     if production:
+        # PORTAL_BASE_URL: links in emails are built from it only, and it is the one Host served.
         missing = [name for name, value in (
             ("DATABASE_URL", database_url), ("REDIS_URL", redis_url), ("SECRET_KEY", secret_key),
+            ("PORTAL_BASE_URL", base_url),
         ) if not value]
         if missing:
             raise ConfigError("PORTAL_ENV=production needs " + ", ".join(missing) + " to be set")
@@ -83,6 +124,8 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
             raise ConfigError("DATABASE_URL must point to PostgreSQL in production, not SQLite")
         if not env.get("STRIPE_SECRET_KEY", "").strip():
             raise ConfigError("PORTAL_ENV=production needs STRIPE_SECRET_KEY: the sandbox gateway is for test mode only")
+
+    base_url = _base_url(base_url)
 
     embedded_redis = not redis_url
     if not database_url:
@@ -104,7 +147,12 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
         "REDIS_URL": redis_url,
         "EMBEDDED_REDIS": embedded_redis,
         "PORTAL_INSTANCE_PATH": str(instance),
-        "PORTAL_BASE_URL": env.get("PORTAL_BASE_URL", "").rstrip("/") or None,
+        # Links in emails come from PORTAL_BASE_URL only (never from the request's Host); without it
+        # (development only) from the local address `make run` serves.
+        "PORTAL_BASE_URL": base_url,
+        "PORTAL_DEFAULT_BASE_URL": f"http://127.0.0.1:{env.get('PORT') or '5000'}",
+        # With PORTAL_BASE_URL set, a request for any other host is refused (400).
+        "TRUSTED_HOSTS": trusted_hosts(base_url, env.get("PORTAL_EXTRA_HOSTS", "")),
         # How many reverse proxies sit in front (X-Forwarded-For/-Proto are trusted that deep).
         "PORTAL_TRUSTED_PROXIES": int(env.get("PORTAL_TRUSTED_PROXIES", "0") or 0),
         # Sessions: HttpOnly, SameSite=Lax, Secure in production, server-checked idle timeout.
@@ -140,6 +188,10 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
         "STRIPE_PUBLISHABLE_KEY": env.get("STRIPE_PUBLISHABLE_KEY") or None,
         "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or None,
+        # Request size: a body above this is refused with 413 before it is read. It must stay above
+        # the logo limit (services.settings.LOGO_MAX_BYTES, 512 KB) plus the settings form; Werkzeug
+        # also caps each text field of a multipart form at MAX_FORM_MEMORY_SIZE (500 KB default).
+        "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH,
         # Token lifetimes.
         "PASSWORD_RESET_TTL": timedelta(hours=1),
         "PORTAL_INVITE_TTL": timedelta(days=7),
@@ -152,7 +204,3 @@ def _limiter_uri(redis_url: str) -> str:
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url[len("unix://"):]
     return redis_url
-        # Request size: a body above this is refused with 413 before it is read. It must stay above
-        # the logo limit (services.settings.LOGO_MAX_BYTES, 512 KB) plus the settings form; Werkzeug
-        # also caps each text field of a multipart form at MAX_FORM_MEMORY_SIZE (500 KB default).
-        "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH,

@@ -21,6 +21,7 @@ GOOD = {
     "REDIS_URL": "redis://cache.internal:6379/0",
     "SECRET_KEY": secrets.token_hex(32),
     "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24,
+    "PORTAL_BASE_URL": "https://billing.example",
 }
 MISSING_SETS = [set(combo) for n in (1, 2, 3) for combo in itertools.combinations(REQUIRED, n)]
 

@@ -1,6 +1,9 @@
 """The invoice state machine: one table, and nothing outside it is allowed."""
 from __future__ import annotations
 
+import re
+import string
+
 DRAFT, OPEN, OVERDUE, PAID, VOID, UNCOLLECTIBLE = "draft", "open", "overdue", "paid", "void", "uncollectible"
 STATES = (DRAFT, OPEN, OVERDUE, PAID, VOID, UNCOLLECTIBLE)
 
@@ -57,6 +60,44 @@ def is_editable(state: str) -> bool:
     return state == DRAFT
 
 
+NUMBER_FIELDS = ("seq", "year", "month")
+MAX_FORMAT_WIDTH = 20
+# Python's format-spec mini-language: [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d*)[_,]?(?:\.(?P<precision>\d*))?[bcdeEfFgGnosxX%]?",
+                   re.S)
+
+
+def number_format_problem(fmt: str) -> str | None:
+    """Why a numbering format's fields are not allowed: ``"field"`` (not {seq}, {year} or {month} with a
+    plain spec) or ``"width"`` (a width or precision over ``MAX_FORMAT_WIDTH``); None when they are fine.
+    Read from the text, nothing is formatted: ``{seq:>999999999}`` would allocate a gigabyte."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return "field"
+    problem = None
+    for _literal, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in NUMBER_FIELDS or conversion not in (None, "s", "r", "a"):
+            return "field"
+        spec = spec or ""
+        match = None if "{" in spec or "}" in spec else _SPEC.fullmatch(spec)
+        if match is None:
+            return "field"
+        for part in ("width", "precision"):
+            digits = match.group(part) or ""
+            if len(digits) > 3 or (digits and int(digits) > MAX_FORMAT_WIDTH):
+                problem = "width"
+    return problem
+
+
+def number_format_fields_ok(fmt: str) -> bool:
+    return number_format_problem(fmt) is None
+
+
 def format_number(fmt: str, seq: int, year: int, month: int) -> str:
     """``INV-{year}-{seq:05d}`` with seq=7 in 2026 → ``INV-2026-00007``."""
+    if not number_format_fields_ok(fmt):
+        raise ValueError(f"numbering format {fmt[:80]!r} is not allowed")
     return fmt.format(seq=seq, year=year, month=month)

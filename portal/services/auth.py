@@ -99,6 +99,23 @@ def request_password_reset(kind: str, email: str) -> None:
     commit()
 
 
+def issue_reset_link(email: str) -> tuple[str, str]:
+    """A fresh single-use reset link, printed by ``flask portal reset-link`` instead of emailed (so the
+    owner's own link never has to be read from the Emails page). An active staff user first, else a
+    portal contact. Returns ``(kind, link)``; the link is built from PORTAL_BASE_URL."""
+    for kind in ("staff", "contact"):
+        principal = _find(kind, email)
+        if principal is not None and principal.is_active:
+            break
+    else:
+        raise ServiceError(f"No active staff user or portal contact has the email {normalise_email(email)}.",
+                           field="email")
+    raw = tokens.issue("password_reset", principal, current_app.config["PASSWORD_RESET_TTL"])
+    record_event("password.reset_link_issued", kind, principal.id, SYSTEM, data={"via": "cli"})
+    commit()
+    return kind, external_url("auth.staff_reset" if kind == "staff" else "auth.portal_reset", token=raw)
+
+
 def check_token(purpose: str, raw: str, kind: str) -> bool:
     token = tokens.find_usable(purpose, raw)
     return token is not None and token.principal_kind == kind

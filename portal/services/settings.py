@@ -8,6 +8,7 @@ from babel import Locale, UnknownLocaleError
 from babel.numbers import list_currencies
 from sqlalchemy import select
 
+from portal.billing import states
 from portal.extensions import db
 from portal.models import Business
 from portal.services.errors import ServiceError
@@ -66,13 +67,24 @@ def get_business() -> Business:
 
 
 def valid_number_format(fmt: str | None) -> bool:
-    """An invoice or credit note numbering format: has {seq}, may have {year} and {month}, fits the column."""
+    """An invoice or credit note numbering format: has {seq}, may have {year} and {month}, fits the column.
+
+    The fields are read before anything is formatted: a width or precision over 20 is refused
+    (``{seq:>999999999}`` would allocate a gigabyte just to be checked)."""
     fmt = fmt or ""
+    if len(fmt) > 64 or not states.number_format_fields_ok(fmt):
+        return False
     try:
         sample = fmt.format(year=2026, month=1, seq=1)
     except (KeyError, ValueError, IndexError, AttributeError, TypeError):
         return False
     return "{seq" in fmt and bool(sample.strip()) and len(fmt) <= 64
+
+
+def _number_format_error(fmt: str, example: str) -> str:
+    if len(fmt) <= 64 and "{seq" in fmt and states.number_format_problem(fmt) == "width":
+        return f"Keep each width and precision to {states.MAX_FORMAT_WIDTH} or less, e.g. {example}."
+    return f"Include {{seq}} (and optionally {{year}}, {{month}}), e.g. {example}."
 
 
 def validate(values: dict) -> dict[str, str]:
@@ -91,11 +103,10 @@ def validate(values: dict) -> dict[str, str]:
             Locale.parse(values.get("locale") or "")
         except (ValueError, UnknownLocaleError):
             errors["locale"] = "Use a locale like en_US or pt_PT."
-    if "invoice_number_format" in values and not valid_number_format(values.get("invoice_number_format")):
-        errors["invoice_number_format"] = "Include {seq} (and optionally {year}, {month}), e.g. INV-{year}-{seq:05d}."
-    if "credit_note_number_format" in values and not valid_number_format(values.get("credit_note_number_format")):
-        errors["credit_note_number_format"] = (
-            "Include {seq} (and optionally {year}, {month}), e.g. CN-{year}-{seq:05d}.")
+    for field, example in (("invoice_number_format", "INV-{year}-{seq:05d}"),
+                           ("credit_note_number_format", "CN-{year}-{seq:05d}")):
+        if field in values and not valid_number_format(values.get(field)):
+            errors[field] = _number_format_error(values.get(field) or "", example)
     errors.update(_portal_errors(values))
     if "payment_terms_days" in values:
         days = values.get("payment_terms_days")

@@ -331,7 +331,8 @@ def test_session_cookie_is_secure_in_production(app, database_url, redis_server,
 
         settings = from_environment({"PORTAL_ENV": "production", "DATABASE_URL": "postgresql://db/portal",
                                      "REDIS_URL": "redis://127.0.0.1:1/0", "SECRET_KEY": "k" * 40,
-                                     "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24})
+                                     "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24,
+                                     "PORTAL_BASE_URL": "https://portal.example"})
         assert settings["SESSION_COOKIE_SECURE"] is True
         assert settings["SESSION_COOKIE_HTTPONLY"] is True and settings["SESSION_COOKIE_SAMESITE"] == "Lax"
 
