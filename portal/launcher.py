@@ -34,7 +34,11 @@ def main() -> int:
         socket = config_module.embedded_redis_socket(Path(settings["PORTAL_INSTANCE_PATH"]))
         redis_process = ensure_redis(socket, daemonize=False)
         env["REDIS_URL"] = settings["REDIS_URL"]
-    env.setdefault("PORTAL_BASE_URL", f"http://{host}:{port}")
+    if host not in ("0.0.0.0", "::", ""):
+        # Links in emails come from PORTAL_BASE_URL, and only its host (with the loopback names) is served.
+        # Listening on every interface: leave it unset (any host served, links to 127.0.0.1:$PORT)
+        # unless it was set.
+        env.setdefault("PORTAL_BASE_URL", f"http://{host}:{port}")
     os.environ.update(env)  # this process migrates and loads the demo with the same settings
 
     from flask_migrate import upgrade
