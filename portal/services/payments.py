@@ -224,6 +224,16 @@ def still_payable(payment: Payment) -> None:
         db.session.rollback()  # release the locks: nothing was written
 
 
+def recheck(payment_id: int, *, invoice_id: int | None = None, client_id: int | None = None) -> None:
+    """The browser's last word before Stripe.js confirms: the attempt (of this invoice, or of this
+    client) still stands. NotFound for someone else's payment; ServiceError when it no longer does."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.gateway is None or (invoice_id is not None and payment.invoice_id != invoice_id) \
+            or (client_id is not None and payment.client_id != client_id):
+        raise NotFound("No such payment.")
+    still_payable(payment)
+
+
 def lock_invoices(invoice_ids: list[int]) -> list[Invoice]:
     from portal.services import credits
 

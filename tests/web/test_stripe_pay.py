@@ -158,3 +158,28 @@ def test_the_return_page_ignores_another_invoices_intent(invoice, make, client, 
     db.session.expire_all()
     assert db.session.get(Invoice, other_id).status == "open", "nothing applied through the wrong link"
     assert db.session.get(Invoice, invoice_id).status == "open"
+
+
+def test_the_page_rechecks_before_stripe_confirms_and_a_settled_invoice_cancels_the_intent(
+        invoice, client, fake, run_worker):
+    """X1: the browser asks the server just before Stripe.js confirms; once staff recorded the
+    payment by hand the answer is no, and the cancel job has cancelled the intent at Stripe."""
+    invoice_id, link = invoice
+    html = start(client, link).get_data(as_text=True)
+    payment = only_payment(invoice_id)
+    payment_id, intent_id = payment.id, payment.gateway_intent_id
+    check_url = re.search(r'data-check-url="([^"]+)"', html).group(1)
+    token = re.search(r'data-csrf-token="([^"]+)"', html).group(1)
+    assert check_url == f"{link}/check/{payment_id}"
+    ok = client.post(check_url, headers={"X-CSRFToken": token})
+    assert ok.status_code == 200 and ok.get_json() == {"ok": True}
+    assert client.post(check_url).status_code == 400, "CSRF applies"
+
+    invoices.record_manual_payment(db.session.get(Invoice, invoice_id), "100.00", "wire", "", "", STAFF)
+    refused = client.post(check_url, headers={"X-CSRFToken": token})
+    assert refused.status_code == 409 and "This invoice is paid" in refused.get_json()["message"]
+    run_worker()
+    assert fake.intents[intent_id]["status"] == "canceled"
+    db.session.expire_all()
+    assert db.session.get(Payment, payment_id).status == "canceled"
+    assert client.post(f"{link}/check/{payment_id + 999}", headers={"X-CSRFToken": token}).status_code == 404

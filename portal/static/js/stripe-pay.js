@@ -18,17 +18,36 @@
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     message.hidden = true;
-    stripe.confirmPayment({
-      elements: elements,
-      confirmParams: { return_url: form.dataset.returnUrl }
-    }).then(function (result) {
-      // Only reached when the confirmation failed before leaving the page (e.g. a declined card).
-      if (result.error) {
-        message.textContent = result.error.message;
+    var done = function (text) {
+      if (text) {
+        message.textContent = text;
         message.hidden = false;
       }
       button.disabled = false;
       button.removeAttribute("aria-busy");
-    });
+    };
+    // Ask the server first whether this attempt still stands (the invoice may have been paid
+    // another way since the page opened); only then let Stripe.js confirm it.
+    var token = document.querySelector('input[name="csrf_token"]') || {};
+    var csrf = form.dataset.csrfToken || token.value || "";
+    fetch(form.dataset.checkUrl, { method: "POST", credentials: "same-origin",
+                                   headers: { "X-CSRFToken": csrf, "Accept": "application/json" } })
+      .then(function (response) {
+        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+      })
+      .then(function (answer) {
+        if (!answer.ok) {
+          done(answer.body.message || "This payment can't go ahead. Reload the page.");
+          return;
+        }
+        stripe.confirmPayment({
+          elements: elements,
+          confirmParams: { return_url: form.dataset.returnUrl }
+        }).then(function (result) {
+          // Only reached when the confirmation failed before leaving the page (e.g. a declined card).
+          done(result.error ? result.error.message : null);
+        });
+      })
+      .catch(function () { done("We couldn't reach the server. Check your connection and try again."); });
   });
 })();

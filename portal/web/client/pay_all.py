@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from io import BytesIO
 
-from flask import abort, current_app, flash, redirect, request, send_file, url_for
+from flask import abort, current_app, flash, jsonify, redirect, request, send_file, url_for
 from flask_login import current_user
 
 from portal.services import payments
@@ -67,6 +67,18 @@ def pay_all_submit():
     message, category = _OUTCOME_FLASH[payments.payment_state(payment)]
     flash(message, category)
     return redirect(url_for("client.receipt", payment_id=payment.id), code=303)
+
+
+@bp.post("/payments/<int:payment_id>/check")
+def payment_check(payment_id: int):
+    """Stripe.js asks this just before it confirms one of this client's attempts (JSON)."""
+    try:
+        payments.recheck(payment_id, client_id=current_user.client_id)
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        return jsonify(ok=False, message=exc.message), 409
+    return jsonify(ok=True)
 
 
 @bp.get("/pay-all/done")

@@ -13,7 +13,7 @@ which confirms in the browser and returns to ``/pay/<token>/done``.
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, g, redirect, request, url_for
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, request, url_for
 
 from portal.extensions import limiter
 from portal.services import invoices as invoice_service
@@ -78,6 +78,20 @@ def pay(token: str):
     if checkout is not None:  # Stripe: the page now mounts the Payment Element for this intent
         return _page(token, found, typed, stripe=checkout)
     return redirect(url_for("pay.done", token=token), code=303)
+
+
+@bp.post("/pay/<token>/check/<int:payment_id>")
+@_limit
+def check(token: str, payment_id: int):
+    """Stripe.js asks this just before it confirms: does the attempt still stand? (JSON)"""
+    found = _invoice_or_404(token)
+    try:
+        payments.recheck(payment_id, invoice_id=found.id)
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        return jsonify(ok=False, message=exc.message), 409
+    return jsonify(ok=True)
 
 
 @bp.get("/pay/<token>/done")
