@@ -1,22 +1,36 @@
-"""Getting deliveries out: enqueue, send exactly once, retry with backoff, sweep.
+"""Getting deliveries out: enqueue, send, retry with backoff, sweep.
+
+Delivery is at-least-once, with a stable ``Message-ID`` per delivery
+(``message_id``), so a rare resend is recognised as the same message by the
+receiving servers and mail clients.
 
 A delivery is claimed with a conditional UPDATE before it is sent, so two
-workers (or a job and its re-enqueued twin) never both send it. A claim older
-than ``STALE_CLAIM`` is taken to belong to a worker that died, and the sweep
-makes it due again.
+workers (or a job and its re-enqueued twin) never both send it. While the
+message goes out, a heartbeat thread keeps the claim fresh; a claim not
+refreshed for ``STALE_CLAIM`` belongs to a worker that died, and the sweep
+makes it due again at once. Once the SMTP server has answered 250 to DATA the
+message is the server's: an error after that (a connection dropped at QUIT)
+does not make it fail, and it is not sent again.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
-from datetime import timedelta
+import smtplib
+import threading
+import time
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from urllib.parse import urlsplit
 
 from flask import current_app
-from flask_mail import Message
+from flask_mail import BadHeaderError, Message, sanitize_address, sanitize_addresses
 from redis.exceptions import RedisError
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from portal import clock
-from portal.extensions import db, mail
+from portal.extensions import db
 from portal.models import Delivery
 from portal.queues import EMAILS, queue
 
@@ -24,7 +38,12 @@ log = logging.getLogger(__name__)
 
 # Minutes to wait after the n-th failed attempt (the last value repeats).
 BACKOFF_MINUTES = (1, 5, 15, 60, 180, 360, 720)
-STALE_CLAIM = timedelta(minutes=15)
+# A claim whose heartbeat stopped this long ago belongs to a dead worker.
+STALE_CLAIM = timedelta(seconds=60)
+# How often a sending worker refreshes its claim.
+HEARTBEAT_SECONDS = 15
+# Socket timeout for each SMTP command (connect, DATA's reply...).
+SMTP_TIMEOUT = 60
 # A delivery handed to RQ is left alone by the sweep for this long.
 ENQUEUE_GRACE = timedelta(minutes=5)
 DUE_STATUSES = ("pending", "retrying")
@@ -75,13 +94,24 @@ def enqueue(delivery_ids: list[int]) -> int:
 def sweep(at=None) -> int:
     """Re-enqueue every delivery that is due and not done, as of ``at``.
 
-    Also frees claims left by a worker that died mid-send.
+    Also frees claims whose heartbeat stopped (a worker that died mid-send):
+    that try counts as an attempt, and the next one is due at once. The
+    message may have gone out before the worker died; the resend carries the
+    same Message-ID.
     """
     at = at or clock.now()
+    tried = Delivery.attempts + 1
     db.session.execute(
         update(Delivery)
         .where(Delivery.status == "sending", Delivery.claimed_at < at - STALE_CLAIM)
-        .values(status="retrying", claimed_at=None, enqueued_at=None, last_error="worker stopped while sending")
+        .values(
+            attempts=tried,
+            status=case((tried >= Delivery.max_attempts, "failed"), else_="retrying"),
+            next_attempt_at=at,
+            claimed_at=None,
+            enqueued_at=None,
+            last_error="worker stopped while sending",
+        )
     )
     db.session.commit()
     due = db.session.scalars(
@@ -97,7 +127,7 @@ def sweep(at=None) -> int:
     return enqueue(list(due))
 
 
-def _claim(delivery_id: int) -> Delivery | None:
+def _claim(delivery_id: int) -> tuple[Delivery, datetime] | None:
     now = clock.now()
     result = db.session.execute(
         update(Delivery)
@@ -107,7 +137,52 @@ def _claim(delivery_id: int) -> Delivery | None:
     db.session.commit()
     if result.rowcount != 1:
         return None
-    return db.session.get(Delivery, delivery_id)
+    return db.session.get(Delivery, delivery_id), now
+
+
+class _Heartbeat:
+    """Refresh a claim every ``HEARTBEAT_SECONDS`` while the message goes out.
+
+    Runs in a thread with its own connection. The new ``claimed_at`` is the
+    claim's time plus the (monotonic) time elapsed, so it follows the clock
+    the claim was made with. It only touches its own claim: if the row moved
+    on (the sweep took it back), it stops.
+    """
+
+    def __init__(self, delivery_id: int, claimed_at: datetime):
+        self.delivery_id = delivery_id
+        self.claimed_at = claimed_at
+        self.started = time.monotonic()
+        self.engine = db.engine
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"delivery-{delivery_id}-heartbeat", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            fresh = self.claimed_at + timedelta(seconds=time.monotonic() - self.started)
+            try:
+                with self.engine.begin() as conn:
+                    result = conn.execute(
+                        update(Delivery)
+                        .where(Delivery.id == self.delivery_id, Delivery.status == "sending",
+                               Delivery.claimed_at == self.claimed_at)
+                        .values(claimed_at=fresh)
+                    )
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("delivery %s: could not refresh the claim: %s", self.delivery_id, exc)
+                continue
+            if result.rowcount != 1:
+                log.warning("delivery %s: the claim was taken back; no longer refreshing it", self.delivery_id)
+                return
+            self.claimed_at = fresh
 
 
 def deliver(delivery_id: int) -> str:
@@ -117,10 +192,11 @@ def deliver(delivery_id: int) -> str:
     next attempt is scheduled with backoff; after ``max_attempts`` the
     delivery is marked failed.
     """
-    delivery = _claim(delivery_id)
-    if delivery is None:
+    claim = _claim(delivery_id)
+    if claim is None:
         current = db.session.get(Delivery, delivery_id)
         return current.status if current else "missing"
+    delivery, claimed_at = claim
     if delivery.kind != "email":
         raise ValueError(f"unknown delivery kind {delivery.kind!r}")
 
@@ -132,7 +208,8 @@ def deliver(delivery_id: int) -> str:
         return delivery.status
 
     try:
-        _send_email(delivery)
+        with _Heartbeat(delivery.id, claimed_at):
+            _send_email(delivery)
     except Exception as exc:  # noqa: BLE001 - any failure to send is recorded and retried
         delivery.attempts += 1
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -174,20 +251,93 @@ def _redacted(payload: dict) -> dict:
     return clean
 
 
+def message_id(delivery: Delivery) -> str:
+    """The delivery's ``Message-ID``: the same on every attempt, unique to this deployment.
+
+    ``<delivery-{id}.{tag}@{domain of MAIL_DEFAULT_SENDER}>``, the tag an HMAC
+    (keyed with ``SECRET_KEY``) of the id and the row's creation time, so
+    another deployment, or this one after its database was reset, never
+    reuses one, and nothing about the key shows.
+    """
+    config = current_app.config
+    created = clock.as_utc(delivery.created_at).strftime("%Y%m%d%H%M%S%f")
+    tag = hmac.new(str(config["SECRET_KEY"]).encode(), f"message-id:{delivery.id}:{created}".encode(),
+                   hashlib.sha256).hexdigest()[:20]
+    return f"<delivery-{delivery.id}.{tag}@{_mail_domain(config)}>"
+
+
+def _mail_domain(config) -> str:
+    sender = config.get("MAIL_DEFAULT_SENDER") or ""
+    address = sender[1] if isinstance(sender, (tuple, list)) else parseaddr(sender)[1]
+    domain = address.rpartition("@")[2].strip().strip(">")
+    if not domain and config.get("PORTAL_BASE_URL"):
+        domain = urlsplit(config["PORTAL_BASE_URL"]).hostname or ""
+    return domain or "localhost"
+
+
 def _send_email(delivery: Delivery) -> None:
+    """Send over SMTP with the app's MAIL_* settings.
+
+    Returns once the server has answered 250 to DATA. A failure before that
+    raises (the delivery is retried); a failure after it (QUIT, closing) is
+    logged and ignored: the server has the message.
+    """
     payload = delivery.payload
+    config = current_app.config
     message = Message(
         subject=payload["subject"],
         recipients=payload["to"],
         body=payload.get("text"),
         html=payload.get("html"),
-        sender=current_app.config["MAIL_DEFAULT_SENDER"],
+        sender=config["MAIL_DEFAULT_SENDER"],
         extra_headers={"X-Portal-Delivery": str(delivery.id)},
     )
+    message.msgId = message_id(delivery)
+    message.date = time.time()
     for spec in payload.get("attachments") or []:
         name, content_type, data = _attachment(spec)
         message.attach(name, content_type, data)
-    mail.send(message)
+    if message.has_bad_headers():
+        raise BadHeaderError("newline in a header")
+    state = current_app.extensions.get("mail")
+    if state is not None and state.suppress:
+        return
+
+    smtp = _smtp_connect(config)
+    try:
+        smtp.sendmail(
+            sanitize_address(message.sender),
+            list(sanitize_addresses(message.send_to)),
+            message.as_bytes(),
+            message.mail_options,
+            message.rcpt_options,
+        )
+    except BaseException:
+        smtp.close()
+        raise
+    # 250 after DATA: accepted. Whatever happens from here, it was sent.
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError) as exc:
+        log.info("delivery %s: accepted by the SMTP server; error at QUIT ignored: %s", delivery.id, exc)
+        smtp.close()
+
+
+def _smtp_connect(config) -> smtplib.SMTP:
+    """Connect, STARTTLS and log in as Flask-Mail would, with a socket timeout."""
+    use_ssl = bool(config.get("MAIL_USE_SSL"))
+    port = config.get("MAIL_PORT") or (465 if use_ssl else 25)
+    smtp_class = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
+    smtp = smtp_class(config["MAIL_SERVER"], port, timeout=config.get("MAIL_TIMEOUT") or SMTP_TIMEOUT)
+    try:
+        if config.get("MAIL_USE_TLS"):
+            smtp.starttls()
+        if config.get("MAIL_USERNAME") and config.get("MAIL_PASSWORD"):
+            smtp.login(config["MAIL_USERNAME"], config["MAIL_PASSWORD"])
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
 
 
 def _attachment(spec: dict) -> tuple[str, str, bytes]:
@@ -225,4 +375,4 @@ def counts_by_status() -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "get_delivery", "list_emails", "sweep"]
+__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "get_delivery", "list_emails", "message_id", "sweep"]
