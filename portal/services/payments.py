@@ -151,13 +151,15 @@ def _cancel_at_gateway(attempt: Payment, gateway, actor: Actor, why: str) -> Non
     except GatewayError as exc:
         # It may have been paid (or be settling) meanwhile: book what really happened, never drop it.
         log.warning("could not cancel intent %s: %s", attempt.gateway_intent_id, exc)
-        intent_id = attempt.gateway_intent_id
-        db.session.commit()  # keep cancellations done so far; release the locks (apply_intent takes its own)
         try:
-            apply_intent(gateway.retrieve_intent(intent_id))
+            intent = gateway.retrieve_intent(attempt.gateway_intent_id)
         except GatewayError:
-            pass  # the reconciliation will bring the news
-        raise AttemptChanged("This invoice's payment status just changed. Reload the page to see it.") from exc
+            raise ServiceError("We couldn't reach the payment service. Please try again in a moment.") from exc
+        if intent.status != CANCELED:
+            db.session.commit()  # keep cancellations done so far; release the locks (apply_intent takes its own)
+            apply_intent(intent)
+            raise AttemptChanged("This invoice's payment status just changed. Reload the page to see it.") from exc
+        # already cancelled at the gateway (by another path): say so here too, and go on
     attempt.status = "canceled"
     subject = ("invoice", attempt.invoice_id) if attempt.invoice_id else ("client", attempt.client_id)
     record_event("payment.canceled", subject[0], subject[1], actor, data={"payment_id": attempt.id, "why": why})
@@ -570,16 +572,16 @@ def cancel_stale(invoice_ids: list[int] | None = None) -> int:
         try:
             gateway.cancel_intent(payment.gateway_intent_id, f"{payment.idempotency_key}-cancel")
         except GatewayError as exc:
-            intent_id = payment.gateway_intent_id
-            db.session.rollback()
-            if exc.retryable:
-                unreachable = exc
-                continue
-            try:  # it succeeded or is settling: book it (a late success is then refunded)
-                apply_intent(gateway.retrieve_intent(intent_id))
+            try:
+                intent = gateway.retrieve_intent(payment.gateway_intent_id)
             except GatewayError as again:
-                unreachable = again
-            continue
+                db.session.rollback()
+                unreachable = again if again.retryable or exc.retryable else unreachable
+                continue
+            if intent.status != CANCELED:  # it succeeded or is settling: book it (a late success is refunded)
+                db.session.rollback()
+                apply_intent(intent)
+                continue
         payment.status = "canceled"
         subject = ("invoice", payment.invoice_id) if payment.invoice_id else ("client", payment.client_id)
         record_event("payment.canceled", subject[0], subject[1], SYSTEM,
