@@ -26,7 +26,7 @@ import pytest
 from portal import clock
 from tests.jobs.helpers import STAFF_EMAIL, deliveries, request_staff_reset, the_delivery, tick
 from tests.support.faulty_smtp import FaultySmtpServer
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "test-secret-key-" + "x" * 32  # the one tests/conftest.py gives the app
