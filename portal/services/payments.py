@@ -527,11 +527,22 @@ def _is_stale(payment: Payment, invoices: dict[int, Invoice]) -> bool:
 def _note_changed_invoices(session, flush_context) -> None:
     """Remember invoices whose status or amount due changed in this transaction: once it commits,
     their open intents may be stale, and the ``cancel_stale`` job looks at them."""
+    changed: dict[int, int] = {}
     for obj in session.dirty:
         if isinstance(obj, Invoice) and obj.status != states.DRAFT:
             state = sa_inspect(obj)
-            if state.attrs.status.history.has_changes() or state.attrs.amount_due.history.has_changes():
-                session.info.setdefault("portal_changed_invoices", set()).add(obj.id)
+            status, due = state.attrs.status.history, state.attrs.amount_due.history
+            if (status.has_changes() and states.DRAFT not in status.deleted) or due.has_changes():
+                changed[obj.id] = obj.client_id
+    if not changed:
+        return
+    # Only invoices with an open intent need the job (one indexed query; most changes have none).
+    open_ones = session.execute(select(Payment.invoice_id, Payment.invoice_ids).where(
+        Payment.status == "pending", Payment.gateway.is_not(None),
+        Payment.client_id.in_(set(changed.values())))).all()
+    touched = {i for invoice_id, ids in open_ones for i in ([invoice_id] if invoice_id else (ids or []))}
+    if touched & changed.keys():
+        session.info.setdefault("portal_changed_invoices", set()).update(touched & changed.keys())
 
 
 @event.listens_for(Session, "after_commit")
