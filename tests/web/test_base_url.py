@@ -71,6 +71,10 @@ def test_production_trusts_only_the_base_url_host():
     settings = from_environment(dict(PRODUCTION, PORTAL_BASE_URL="https://Billing.Example:8443/portal/"))
     assert settings["PORTAL_BASE_URL"] == "https://Billing.Example:8443/portal"
     assert settings["TRUSTED_HOSTS"] == ["billing.example"]
+    # An extra name (a health check's) only when asked for.
+    settings = from_environment(dict(PRODUCTION, PORTAL_BASE_URL="https://billing.example",
+                                     PORTAL_EXTRA_HOSTS=" Internal.Lan , "))
+    assert settings["TRUSTED_HOSTS"] == ["billing.example", "internal.lan"]
 
 
 def test_development_without_base_url_trusts_any_host_and_links_to_the_local_default(tmp_path):
