@@ -199,8 +199,9 @@ def _parse_staff_entry(client: Client, amount_text: str | None, currency: str | 
     elif "currency" not in errors:
         try:
             amount = to_minor(text, code)
-        except MoneyError:
-            errors["amount"] = "Use an amount like 25.00."
+        except MoneyError as exc:
+            errors["amount"] = ("That amount is too large." if exc.reason == "range"
+                                else "Use an amount like 25.00.")
         else:
             if amount <= 0:
                 errors["amount"] = "Enter an amount above zero."
@@ -295,8 +296,9 @@ def _amount_to_apply(invoice: Invoice, amount_text: str | None) -> int:
         return min(available, invoice.amount_due)
     try:
         amount = to_minor(text, invoice.currency)
-    except MoneyError:
-        raise ServiceError("Use an amount like 25.00.", field="amount") from None
+    except MoneyError as exc:
+        raise ServiceError("That amount is too large." if exc.reason == "range" else "Use an amount like 25.00.",
+                           field="amount") from None
     if amount <= 0:
         raise ServiceError("Enter an amount above zero.", field="amount")
     if amount > available:

@@ -719,8 +719,9 @@ def _lock_payment(payment_id: int) -> Payment:
 def _refund_amount(payment: Payment, amount_text: str) -> int:
     try:
         amount = to_minor(amount_text, payment.currency)
-    except MoneyError:
-        raise ServiceError("Use an amount like 25.00.", field="amount") from None
+    except MoneyError as exc:
+        raise ServiceError("That amount is too large." if exc.reason == "range" else "Use an amount like 25.00.",
+                           field="amount") from None
     if amount <= 0:
         raise ServiceError("Enter an amount above zero.", field="amount")
     return amount
