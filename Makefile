@@ -1,5 +1,7 @@
 # make run  - set up and start the portal (web + worker + scheduler) on 127.0.0.1:$(PORT)
 # make test - set up and run the whole suite (SQLite, then PostgreSQL when initdb is found)
+# make test-long - the money property tests alone (-m money_property), Hypothesis profile "long"
+#                  (10,000 examples each), on SQLite and PostgreSQL side by side
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-sqlite test-postgres install clean
+.PHONY: run test test-long test-sqlite test-postgres install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,19 @@ test: $(TEST_STAMP)
 	  while [ ! -f .test-logs/sqlite.rc ]; do sleep 1; done; \
 	  echo "===== SQLite run ====="; cat .test-logs/sqlite.log; sl=$$(cat .test-logs/sqlite.rc); rm -f .test-logs/sqlite.rc; \
 	  echo "make test: PostgreSQL exit $$pg, SQLite exit $$sl"; [ $$pg -eq 0 ] && [ $$sl -eq 0 ]
+
+# The same, for the money property tests with 10,000 examples each: about an hour, so no
+# per-test timeout; --hypothesis-show-statistics prints each test's examples run and time.
+LONG_ARGS := -p no:cacheprovider -m money_property --timeout=0 --hypothesis-show-statistics
+test-long: $(TEST_STAMP)
+	@mkdir -p .test-logs && rm -f .test-logs/sqlite-long.rc
+	@( HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest $(LONG_ARGS) $(PYTEST_ARGS) > .test-logs/sqlite-long.log 2>&1; \
+	   echo $$? > .test-logs/sqlite-long.rc.tmp; mv .test-logs/sqlite-long.rc.tmp .test-logs/sqlite-long.rc ) &
+	@HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest $(LONG_ARGS) --db=postgresql $(PYTEST_ARGS); pg=$$?; \
+	  while [ ! -f .test-logs/sqlite-long.rc ]; do sleep 1; done; \
+	  echo "===== SQLite run ====="; cat .test-logs/sqlite-long.log; sl=$$(cat .test-logs/sqlite-long.rc); \
+	  rm -f .test-logs/sqlite-long.rc; \
+	  echo "make test-long: PostgreSQL exit $$pg, SQLite exit $$sl"; [ $$pg -eq 0 ] && [ $$sl -eq 0 ]
 
 test-sqlite: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -40,7 +41,7 @@ from portal.models import Client, CreditEntry, Invoice, Payment, PaymentAllocati
 from portal.services import credits, invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
-from tests.conftest import _empty_tables
+from tests.conftest import _empty_tables, examples
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CURRENCIES = ("EUR", "USD")
@@ -282,7 +283,8 @@ class Books:
 
 # Every step touches the database, so shrinking a failure would take minutes: it is off, and a
 # failure is reported as generated (at most 13 operations, printed by Hypothesis).
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+@pytest.mark.money_property
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(business_auto=st.booleans(), opening_credit=st.integers(min_value=0, max_value=20_000),
        first_invoices=st.lists(cents, min_size=1, max_size=2), ops=st.lists(operation, min_size=4, max_size=10))

@@ -1,8 +1,10 @@
 """The credit note split rules (billing.credit_notes): pure arithmetic, field errors."""
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portal.billing.credit_notes import Room, Split, check_split, parse_split
+from tests.conftest import examples
 
 PAID_100 = Room(total=10000, amount_due=0, received=10000)
 OPEN_100 = Room(total=10000, amount_due=10000, received=0)
@@ -86,7 +88,8 @@ def test_messages_use_the_locale():
 amounts = st.integers(min_value=0, max_value=10**7)
 
 
-@settings(max_examples=400)
+@pytest.mark.money_property
+@settings(max_examples=examples(400))
 @given(st.builds(Split, to_due=amounts, to_balance=amounts, to_refund=amounts, to_outside=amounts),
        st.builds(Room, total=amounts, amount_due=amounts, received=amounts, credited=amounts,
                  credited_after_payment=amounts, refundable=st.one_of(st.none(), amounts)))

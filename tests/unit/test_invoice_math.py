@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from portal.billing.invoice_math import Discount, Line, TaxRate, allocate, amount_due, compute
 from portal.billing.money import round_half_up
+from tests.conftest import examples
 
 rates = st.builds(
     TaxRate,
@@ -25,7 +26,8 @@ lines = st.builds(
 )
 
 
-@settings(max_examples=300)
+@pytest.mark.money_property
+@settings(max_examples=examples(300))
 @given(st.lists(lines, min_size=1, max_size=12), discounts)
 def test_total_is_subtotal_minus_discounts_plus_taxes(invoice_lines, invoice_discount):
     totals = compute(invoice_lines, invoice_discount)
@@ -35,7 +37,8 @@ def test_total_is_subtotal_minus_discounts_plus_taxes(invoice_lines, invoice_dis
         assert isinstance(value, int) and not isinstance(value, bool)
 
 
-@settings(max_examples=300)
+@pytest.mark.money_property
+@settings(max_examples=examples(300))
 @given(st.lists(lines, min_size=1, max_size=12), discounts)
 def test_each_line_follows_the_rounding_rule(invoice_lines, invoice_discount):
     totals = compute(invoice_lines, invoice_discount)
@@ -54,7 +57,8 @@ def test_each_line_follows_the_rounding_rule(invoice_lines, invoice_discount):
             assert result.total == result.net + result.tax
 
 
-@settings(max_examples=200)
+@pytest.mark.money_property
+@settings(max_examples=examples(200))
 @given(st.lists(lines, min_size=1, max_size=12), discounts)
 def test_tax_breakdown_adds_up(invoice_lines, invoice_discount):
     totals = compute(invoice_lines, invoice_discount)
@@ -64,6 +68,7 @@ def test_tax_breakdown_adds_up(invoice_lines, invoice_discount):
     assert len(keys) == len(set(keys)), "one breakdown line per rate"
 
 
+@pytest.mark.money_property
 @given(st.integers(min_value=0, max_value=10**9), st.lists(st.integers(min_value=0, max_value=10**8), min_size=1))
 def test_allocation_parts_sum_exactly(amount, weights):
     parts = allocate(amount, weights)

@@ -50,6 +50,7 @@ def test_formatting_uses_the_locale():
     assert format_money(123450, "EUR", "pt_PT").replace("\xa0", " ") == "1 234,50 €"
 
 
+@pytest.mark.money_property
 @given(st.integers(min_value=-10**12, max_value=10**12), st.sampled_from(["EUR", "USD", "JPY", "KWD"]))
 def test_minor_to_major_and_back_is_exact(minor, currency):
     assert to_minor(to_major(minor, currency), currency) == minor

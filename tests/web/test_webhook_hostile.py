@@ -21,6 +21,7 @@ from portal.gateways import base
 from portal.models import WebhookEvent
 from portal.services import invoices, payments
 from portal.services.events import Actor
+from tests.conftest import examples
 from tests.support.fake_stripe import FakeStripe, build_event, sign_payload
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -225,7 +226,7 @@ def bodies(draw) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(body=bodies())
 @example(body=b'[{"id": "evt_1"}]')
