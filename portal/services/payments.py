@@ -1111,7 +1111,12 @@ def _lock_pay_all(client_id: int, currency: str, quote: str | None) -> list[Invo
         Invoice.amount_due > 0)).all()
     lock_invoices(list(candidates))
     _lock_client(client_id)
-    return _pay_all_set(client_id, currency, quote)
+    invoices = _pay_all_set(client_id, currency, quote)
+    if not {inv.id for inv in invoices} <= set(candidates):  # one was finalized this very moment
+        db.session.rollback()
+        raise ServiceError("The invoices to pay changed since this page was opened. "
+                           "Check the new total, then pay again.")
+    return invoices
 
 
 def start_pay_all(client_id: int, currency: str, actor: Actor, quote: str | None = None) -> Payment:
