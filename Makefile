@@ -40,7 +40,7 @@ test: $(TEST_STAMP)
 	  echo "===== SQLite run ====="; cat .test-logs/sqlite.log; sl=$$(cat .test-logs/sqlite.rc); rm -f .test-logs/sqlite.rc; \
 	  echo "make test: PostgreSQL exit $$pg, SQLite exit $$sl"; [ $$pg -eq 0 ] && [ $$sl -eq 0 ]
 
-# The same, for the money property tests with 10,000 examples each: about an hour, so no
+# The same, for the money property tests with 10,000 examples each: an hour or two, so no
 # per-test timeout; --hypothesis-show-statistics prints each test's examples run and time.
 LONG_ARGS := -p no:cacheprovider -m money_property --timeout=0 --hypothesis-show-statistics
 test-long: $(TEST_STAMP)
