@@ -260,11 +260,11 @@ def test_staff_invites_a_contact_who_sets_a_password_and_signs_in(app, make, sta
 
 # Portal link ---------------------------------------------------------------------------------------
 
-def test_staff_makes_a_portal_link_that_signs_the_contact_in_once(app, make, staff_client):
+def test_the_owner_makes_a_portal_link_that_signs_the_contact_in_once(app, make, owner_client):
     acme = make.client()
     url = f"/staff/clients/{acme.id}/contacts/{acme.contacts[0].id}/portal-link"
 
-    block = post_form(staff_client, url, htmx=True)
+    block = post_form(owner_client, url, htmx=True)
     assert block.status_code == 200
     body = text_of(block)
     assert "<html" not in body and "<nav" not in body and "Activity" not in body
@@ -299,8 +299,20 @@ def test_portal_link_without_htmx_answers_the_whole_page(make, staff_client, run
     full = post_form(staff_client, url, {"send": "y"})
     assert full.status_code == 200
     body = text_of(full)
-    assert "<html" in body and "Acme Ltd" in body and "/portal/link/" in body
+    assert "<html" in body and "Acme Ltd" in body
     assert "Emailed to ana@acme.example" in body
     assert run_worker() == 1
     path = link_in_email(smtp_server, "ana@acme.example", "/portal/link/")
-    assert path in body
+    assert path not in body and "/portal/link/" not in body, "a plain staff user never sees a sign-in link"
+
+
+def test_plain_staff_never_see_a_sign_in_link_it_is_emailed_instead(make, staff_client, run_worker, smtp_server):
+    acme = make.client()
+    url = f"/staff/clients/{acme.id}/contacts/{acme.contacts[0].id}/portal-link"
+    block = post_form(staff_client, url, htmx=True)  # "Portal link" without "email it"
+    assert block.status_code == 200
+    body = block.get_data(as_text=True)
+    assert "/portal/link/" not in body and "Only the owner can see sign-in links" in text_of(block)
+    assert "Emailed to ana@acme.example" in text_of(block)
+    assert run_worker() == 1
+    assert link_in_email(smtp_server, "ana@acme.example", "/portal/link/")

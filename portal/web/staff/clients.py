@@ -143,15 +143,19 @@ def contact_portal_link(client_id: int, contact_id: int):
     contact = _contact_or_404(client_id, contact_id)
     form = PortalLinkForm()
     link = None
+    # A sign-in link is a secret: only the owner sees it; for other staff it is emailed to the contact.
+    reveal = bool(getattr(current_user, "is_owner", False))
+    send = bool(form.send.data) or not reveal
     if form.validate_on_submit():
         try:
-            link = auth_service.create_portal_link(contact, _actor(), send=form.send.data)
+            link = auth_service.create_portal_link(contact, _actor(), send=send)
         except ServiceError as exc:
             flash(exc.message, "error")
             return redirect(url_for("staff.client_detail", client_id=client_id))
     return render("staff/client_detail.html", block="portal_link", client=client,
                   timeline=client_service.client_timeline(client), link_form=PortalLinkForm(formdata=None),
-                  portal_link={"contact": contact, "url": link, "sent": bool(form.send.data)},
+                  portal_link={"contact": contact, "url": link if reveal else None, "made": link is not None,
+                               "sent": send},
                   billing=client_service.client_billing(client))
 
 
