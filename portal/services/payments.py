@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 GUEST = Actor("guest", None, "payer")
 GATEWAY = Actor("system", None, "payment gateway")
 RECONCILE_AFTER = timedelta(minutes=10)
+ABANDON_AFTER = timedelta(days=1)  # an open intent nobody confirmed in a day is cancelled
 
 
 def methods_for(currency: str) -> list[str]:
@@ -485,9 +486,13 @@ def reconcile(at: datetime) -> int:
     """The tick's ``payments`` step. Ask the gateway about payments still pending or processing
     after a while (lost webhooks heal); cancel open intents that went stale (a lost
     ``cancel_stale`` job); give back late payments whose refund job was lost."""
+    # Bank debits clear over days: always asked. An open card attempt is asked for its first day;
+    # after that it counts as abandoned and ``cancel_stale`` cancels it (no endless polling).
     stale = db.session.scalars(
-        select(Payment).where(Payment.gateway.is_not(None), Payment.status.in_(("pending", "processing")),
-                              Payment.created_at < at - RECONCILE_AFTER).order_by(Payment.id).limit(500)
+        select(Payment).where(Payment.gateway.is_not(None), Payment.created_at < at - RECONCILE_AFTER,
+                              (Payment.status == "processing")
+                              | ((Payment.status == "pending") & (Payment.created_at >= at - ABANDON_AFTER))
+                              ).order_by(Payment.id).limit(500)
     ).all()
     changed = 0
     gateway = get_gateway()
@@ -501,7 +506,7 @@ def reconcile(at: datetime) -> int:
         with clock.frozen(at):
             after = apply_intent(intent).status
         changed += after != before
-    changed += cancel_stale()
+    changed += cancel_stale(at=at)
     for payment_id in db.session.scalars(select(Payment.id).where(Payment.excess_state == "refund_due")
                                          .order_by(Payment.id).limit(100)).all():
         try:
@@ -560,24 +565,45 @@ def _forget_changed_invoices(session) -> None:
     session.info.pop("portal_changed_invoices", None)
 
 
-def cancel_stale(invoice_ids: list[int] | None = None) -> int:
-    """Cancel at the gateway the open (pending) intents that went stale, for ``invoice_ids`` (the
-    job after an invoice changed) or for every open intent (the tick). Each one under the usual
-    locks; one the gateway refuses to cancel (paid meanwhile) is booked as what it is. Raises
-    GatewayError when the gateway can't be reached, so the job is retried."""
-    query = select(Payment).where(Payment.gateway.is_not(None), Payment.status == "pending",
-                                  Payment.payment_method_id.is_(None))
-    open_ones = db.session.scalars(query.order_by(Payment.id).limit(1000)).all()
+def _stale_candidates(invoice_ids: list[int] | None, at: datetime | None) -> list[Payment]:
+    """Open intents that look stale on an unlocked read (each is checked again under its locks):
+    single ones whose invoice is no longer payable or is due another amount (one query), "pay all"
+    ones checked here, and, for the tick, any left unconfirmed longer than ``ABANDON_AFTER``."""
+    open_ = (Payment.gateway.is_not(None), Payment.status == "pending", Payment.payment_method_id.is_(None))
+    singles = select(Payment).join(Invoice, Invoice.id == Payment.invoice_id).where(
+        *open_, Invoice.status.not_in(states.PAYABLE) | (Invoice.amount_due != Payment.amount))
     if invoice_ids is not None:
-        wanted = set(invoice_ids)
-        open_ones = [p for p in open_ones if wanted & set(targets(p))]
+        singles = singles.where(Payment.invoice_id.in_(invoice_ids))
+    found = {p.id: p for p in db.session.scalars(singles.order_by(Payment.id).limit(500))}
+    wanted = set(invoice_ids) if invoice_ids is not None else None
+    pay_alls = [p for p in db.session.scalars(select(Payment).where(*open_, Payment.invoice_id.is_(None))
+                                              .order_by(Payment.id).limit(500))
+                if wanted is None or wanted & set(p.invoice_ids or [])]
+    if pay_alls:
+        ids = {i for p in pay_alls for i in targets(p)}
+        invoices = {inv.id: inv for inv in db.session.scalars(select(Invoice).where(Invoice.id.in_(ids)))}
+        found.update({p.id: p for p in pay_alls if _is_stale(p, invoices)})
+    if at is not None:
+        found.update({p.id: p for p in db.session.scalars(
+            select(Payment).where(*open_, Payment.created_at < at - ABANDON_AFTER).order_by(Payment.id).limit(500))})
+    return [found[k] for k in sorted(found)]
+
+
+def cancel_stale(invoice_ids: list[int] | None = None, at: datetime | None = None) -> int:
+    """Cancel at the gateway the open (pending) intents that went stale, for ``invoice_ids`` (the
+    job after an invoice changed) or for every open intent (the tick, ``at``: also those abandoned
+    for a day). Each one under the usual locks; one the gateway refuses to cancel (paid meanwhile)
+    is booked as what it is. Raises GatewayError when the gateway can't be reached, so the job is
+    retried."""
+    open_ones = _stale_candidates(invoice_ids, at)
     gateway = get_gateway()
     cancelled = 0
     unreachable: GatewayError | None = None
     for candidate in open_ones:
         locked = {inv.id: inv for inv in lock_invoices(targets(candidate))}
         payment = lock_payment_row(candidate.id)
-        if payment is None or payment.status != "pending" or not _is_stale(payment, locked):
+        abandoned = at is not None and payment is not None and payment.created_at < at - ABANDON_AFTER
+        if payment is None or payment.status != "pending" or not (abandoned or _is_stale(payment, locked)):
             db.session.rollback()
             continue
         try:
@@ -596,7 +622,8 @@ def cancel_stale(invoice_ids: list[int] | None = None) -> int:
         payment.status = "canceled"
         subject = ("invoice", payment.invoice_id) if payment.invoice_id else ("client", payment.client_id)
         record_event("payment.canceled", subject[0], subject[1], SYSTEM,
-                     data={"payment_id": payment.id, "why": "the invoice was settled or changed"})
+                     data={"payment_id": payment.id, "why": "left unconfirmed for a day" if abandoned
+                           else "the invoice was settled or changed"})
         commit()
         cancelled += 1
     if unreachable is not None and invoice_ids is not None:

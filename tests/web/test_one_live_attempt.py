@@ -318,3 +318,22 @@ def test_a_garbage_card_number_is_a_field_error_with_no_attempt_and_no_email(acm
     assert "card number is not valid" in text_of(response)
     assert db.session.scalar(select(func.count()).select_from(Payment).where(Payment.invoice_id == invoice_id)) == 0
     assert db.session.scalar(select(func.count()).select_from(Delivery)) == deliveries_before
+
+
+def test_an_attempt_left_unconfirmed_for_a_day_is_cancelled_and_no_longer_polled(acme, make):
+    from portal.services.scheduler import run_tick
+
+    invoice = invoice_for(acme.client, "100.00")
+    attempt = payments.start_payment(invoice.id)
+    attempt_id, intent_id = attempt.id, attempt.gateway_intent_id
+    run_tick(clock.now() + timedelta(hours=23))
+    assert fresh(Payment, attempt_id).status == "pending", "still within its day"
+    run_tick(clock.now() + timedelta(hours=25))
+    assert fresh(Payment, attempt_id).status == "canceled"
+    assert get_gateway().retrieve_intent(intent_id).status == "canceled"
+    why = [e.data.get("why") for e in db.session.scalars(select(Event).where(Event.type == "payment.canceled"))]
+    assert why == ["left unconfirmed for a day"]
+    # The payer comes back later: a new attempt, paid once.
+    again = payments.start_payment(invoice.id)
+    payments.confirm_in_sandbox(again, CARD)
+    assert [p.amount for p in succeeded_charges(acme.client_id)] == [10000]
