@@ -12,6 +12,10 @@ Rules kept here:
   undone and the next tick charges again with the same idempotency key (``invoice-<id>-autopay``), so
   the gateway gives the first charge back instead of making a second.
 - One autopay attempt per invoice; after a decline the client pays by hand (retries are dunning).
+- An invoice whose autopay day is already here when it is issued ("on issue") is charged by a job
+  queued once finalize's transaction commits (``jobs.autopay.charge``, job id ``autopay-<id>``): the
+  same claim and charge as the tick's, for that one invoice. The tick stays the backstop (Redis down,
+  a lost job); the claim makes a second job or a tick a no-op.
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import logging
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from flask import has_app_context
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.billing import states
@@ -95,11 +101,28 @@ def schedule(invoice: Invoice, actor: Actor) -> None:
     timing = client.autopay_timing or business.autopay_timing
     days = (client.autopay_days_before if client.autopay_timing == "days_before_due"
             and client.autopay_days_before is not None else business.autopay_days_before)
-    issued = invoice.issue_date or clock.today(business.timezone)
+    today = clock.today(business.timezone)
+    issued = invoice.issue_date or today
     invoice.autopay_on = autopay_date(timing, days, issued, invoice.due_date)
     record_event("invoice.autopay_scheduled", "invoice", invoice.id, actor,
                  data={"on": invoice.autopay_on.isoformat(), "timing": timing, "payment_method_id": method.id,
                        "method": method_label(method)})
+    if invoice.autopay_on <= today:  # due now: charge it once this transaction commits
+        db.session.info.setdefault("portal_autopay_now", set()).add(invoice.id)
+
+
+@event.listens_for(Session, "after_commit")
+def _charge_after_commit(session) -> None:
+    """Queue the charge of invoices scheduled for today in the transaction that just committed."""
+    due_now = session.info.pop("portal_autopay_now", None)
+    if due_now and has_app_context():
+        for invoice_id in sorted(due_now):
+            payments.enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_due_now(session) -> None:
+    session.info.pop("portal_autopay_now", None)
 
 
 # Charging ---------------------------------------------------------------------------------------
@@ -178,6 +201,14 @@ def run_due(at: datetime) -> int:
             log.exception("autopay failed for invoice %s", invoice_id)
             db.session.rollback()
     return attempted
+
+
+def charge_now(invoice_id: int) -> int:
+    """The job queued when an invoice is issued with its autopay day already here: the tick's claim
+    and charge for this one invoice (1 if it was attempted; 0 if already claimed, paid, or not due)."""
+    at = clock.now()
+    today = clock.as_utc(at).astimezone(ZoneInfo(get_business().timezone)).date()
+    return _autopay_one(invoice_id, at, today)
 
 
 def _due(today: date) -> tuple:
