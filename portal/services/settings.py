@@ -277,11 +277,36 @@ def update_client_billing(client_id: int, values: dict, actor: Actor):
     return client
 
 
+def _luminance(hex_color: str) -> float:
+    """WCAG relative luminance of ``#rrggbb``."""
+    channels = [int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
 def readable_text_color(hex_color: str | None) -> str:
     """Black or white, whichever reads better on ``hex_color`` (WCAG luminance)."""
     if not hex_color or not _HEX.match(hex_color):
         return "#ffffff"
-    channels = [int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
-    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    return "#000000" if luminance > 0.179 else "#ffffff"
+    return "#000000" if _luminance(hex_color) > 0.179 else "#ffffff"
+
+
+# The lightest background brand-coloured text sits on (notices, flashes: #f3f4f6), and WCAG AA for
+# body text. White and the tables' stripes are lighter, so they read at least as well.
+INK_BACKGROUND = "#f3f4f6"
+INK_CONTRAST = 4.5
+
+
+def readable_ink_color(hex_color: str | None) -> str:
+    """The brand colour as text (links, outline buttons) on the portal's light backgrounds: the colour
+    itself when it reaches 4.5:1 on them, else the same hue darkened towards black (5 % steps, as CSS
+    ``color-mix(in srgb, colour, black)`` would) until it does. A pale brand stays a background."""
+    if not hex_color or not _HEX.match(hex_color):
+        return "#000000"
+    background = _luminance(INK_BACKGROUND) + 0.05
+    channels = [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]
+    for step in range(21):
+        ink = "#" + "".join(f"{round(c * (1 - step / 20)):02x}" for c in channels)
+        if background / (_luminance(ink) + 0.05) >= INK_CONTRAST:
+            return ink
+    return "#000000"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, url_for
 
 from portal.services import health
-from portal.services.settings import get_business, readable_text_color
+from portal.services.settings import get_business, readable_ink_color, readable_text_color
 
 bp = Blueprint("public", __name__)
 
@@ -29,12 +29,16 @@ def branding_css():
     business = get_business()
     colour = business.brand_color
     text = readable_text_color(colour)
+    # The brand as text (links, outline buttons, the current page in the menu) is its readable ink:
+    # a pale brand colour is darkened until it reads on white (WCAG AA); as a background it is itself.
+    ink = readable_ink_color(colour)
     # Pico sets its colours on this selector; repeating it (later) overrides them.
     css = (
         ":root:not([data-theme=dark]),[data-theme=light]{"
-        f"--brand:{colour};--brand-text:{text};"
-        f"--pico-primary:{colour};--pico-primary-background:{colour};--pico-primary-border:{colour};"
-        f"--pico-primary-hover:color-mix(in srgb,{colour} 85%,black);"
+        f"--brand:{colour};--brand-text:{text};--brand-ink:{ink};"
+        f"--pico-primary:{ink};--pico-primary-underline:color-mix(in srgb,{ink} 50%,transparent);"
+        f"--pico-primary-background:{colour};--pico-primary-border:{colour};"
+        f"--pico-primary-hover:color-mix(in srgb,{ink} 85%,black);"
         f"--pico-primary-hover-background:color-mix(in srgb,{colour} 85%,black);"
         f"--pico-primary-inverse:{text};"
         f"--pico-primary-focus:color-mix(in srgb,{colour} 35%,transparent);"

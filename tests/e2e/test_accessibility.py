@@ -1,0 +1,125 @@
+"""axe-core in Chromium, at 1280 px and 375 px: no serious or critical accessibility violation on the
+guest pay page (open and paid), every client portal page, and the staff invoice list, an invoice
+page with a payment, a refund and a credit note, and that client's page.
+
+axe-core is vendored, pinned, under tests/support/vendor/ (see its README); the app never serves it.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from portal import clock
+from portal.extensions import db
+from portal.services import credit_notes, invoices, payment_methods, payments
+from portal.services.events import Actor
+
+pytestmark = pytest.mark.browser
+
+AXE = Path(__file__).resolve().parents[1] / "support" / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+BLOCKING = ("serious", "critical")
+STAFF = Actor("staff", None, "staff@portal.example")
+
+
+def finalized(client, amount: str, due_in_days: int = 30):
+    draft = invoices.create_draft(client, STAFF)
+    due = (clock.today() + timedelta(days=due_in_days)).isoformat()
+    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=due, lines=[
+        {"description": "Design sprint", "quantity": "2", "unit_price": amount},
+        {"description": "Hosting", "quantity": "1", "unit_price": "15.00"}]), STAFF)
+    return invoices.finalize(draft, STAFF)
+
+
+def build(make) -> dict:
+    """A client with a portal login, a saved card and three invoices: one paid by card then partly
+    refunded and credited, one with a credit note against what is due, one open."""
+    owner = make.owner()
+    contact = make.contact_with_login()
+    client = contact.client
+    client_id, contact_email = client.id, contact.email
+
+    settled = finalized(client, "50.00")
+    payment = payments.confirm_in_sandbox(payments.start_payment(settled.id), "card:4242424242424242")
+    settled_id, payment_id = settled.id, payment.id
+    credit_notes.refund_payment(settled_id, payment_id, "30.00", "Goodwill", STAFF)
+    credit_notes.issue(settled_id, {"to_balance": "10.00", "reason": "other", "memo": "Late delivery"}, STAFF)
+
+    credited = finalized(client, "80.00")
+    credit_notes.issue(credited.id, {"to_due": "20.00", "reason": "order_change"}, STAFF)
+    open_one = finalized(client, "120.00", due_in_days=14)
+
+    payment_methods.add_in_sandbox(client_id, None, "card", "4242 4242 4242 4242", "12/34", "123")
+    open_link = f"/pay/{invoices.issue_guest_token(open_one)}"
+    paid_link = f"/pay/{invoices.issue_guest_token(settled)}"
+    db.session.commit()
+    return {"owner": owner, "contact_email": contact_email, "client_id": client_id, "settled_id": settled_id,
+            "payment_id": payment_id, "open_id": open_one.id, "open_link": open_link, "paid_link": paid_link}
+
+
+def sign_in(page: Page, area: str, email: str, password: str) -> None:
+    page.goto(f"/{area}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**/{area}/**")
+
+
+def violations(page: Page, path: str) -> list[str]:
+    """axe's serious and critical violations on ``path``, one readable line per node."""
+    response = page.goto(path)
+    assert response is not None and response.ok, f"{path} answered {response and response.status}"
+    page.wait_for_load_state("load")
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    found = []
+    for rule in result["violations"]:
+        if rule["impact"] not in BLOCKING:
+            continue
+        for node in rule["nodes"]:
+            found.append(f"{path}: {rule['id']} ({rule['impact']}) at {' '.join(map(str, node['target']))}: "
+                         f"{rule['help']}\n    {node.get('failureSummary', '').replace(chr(10), ' ')}")
+    return found
+
+
+@pytest.fixture
+def axe_page(browser, live_server):
+    """A page whose context lets the test inject axe past the app's Content-Security-Policy (which
+    allows no inline script); the pages themselves are served as usual."""
+    context = browser.new_context(base_url=live_server, bypass_csp=True)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+# The demo's dark teal, and a pale yellow that only reads as text once the portal darkens it.
+@pytest.mark.parametrize("brand", ["#0f766e", "#fde047"])
+def test_no_serious_or_critical_violations(axe_page, make, width, brand):
+    page = axe_page
+    make.business(name="Tidewater Studio", currency="EUR", brand_color=brand)
+    data = build(make)
+    found: list[str] = []
+
+    page.set_viewport_size({"width": width, "height": 800})
+    for link in (data["open_link"], data["paid_link"]):
+        found += violations(page, link)
+
+    sign_in(page, "portal", data["contact_email"], "client password 1")
+    for path in ("/portal/", "/portal/invoices", f"/portal/invoices/{data['open_id']}",
+                 f"/portal/invoices/{data['settled_id']}", "/portal/pay-all?currency=EUR", "/portal/payments",
+                 f"/portal/payments/{data['payment_id']}/receipt", "/portal/payment-methods", "/portal/credit",
+                 "/portal/profile"):
+        found += violations(page, path)
+    page.context.clear_cookies()
+
+    sign_in(page, "staff", data["owner"].email, data["owner"].plain_password)
+    for path in ("/staff/invoices", f"/staff/invoices/{data['settled_id']}",
+                 f"/staff/clients/{data['client_id']}"):
+        found += violations(page, path)
+
+    assert not found, (f"{len(found)} serious or critical accessibility violations at {width} px, brand {brand}:\n"
+                       + "\n".join(found))
