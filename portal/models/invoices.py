@@ -54,6 +54,8 @@ class Invoice(db.Model):
     bill_from: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     replaces_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="SET NULL"))
+    # Set on the original when its replacement is finalized (the original is voided then): both link.
+    replaced_by_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id", ondelete="SET NULL"))
     void_reason: Mapped[str | None] = mapped_column(Text)
     created_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

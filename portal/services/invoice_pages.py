@@ -91,6 +91,7 @@ class EditorState:
     tax_rates: list[TaxRate]
     catalogue: list[Service]
     terms_days: int | None
+    replaces: Invoice | None = None  # the invoice a replacement draft replaces (voided when it is finalized)
 
 
 def editor_state(invoice: Invoice, data: DraftInput) -> EditorState:
@@ -105,6 +106,7 @@ def editor_state(invoice: Invoice, data: DraftInput) -> EditorState:
         totals=totals, line_errors=len({k.split("-")[1] for k in errors if k.startswith("lines-")}),
         currency=currency if valid_currency(currency) else invoice.currency, tax_rates=rates,
         catalogue=invoice_service.services_catalogue(), terms_days=invoice.payment_terms_days,
+        replaces=db.session.get(Invoice, invoice.replaces_invoice_id) if invoice.replaces_invoice_id else None,
     )
 
 
@@ -118,7 +120,7 @@ def finalize(invoice: Invoice, actor: Actor) -> list[str]:
     invoice_service.make_ready(invoice, actor)
     if invoice.sent_at is None:
         return []
-    return [c.email for c in invoice.client.contacts if c.receives_invoices]
+    return recipients(invoice)
 
 
 def save(invoice: Invoice, data: DraftInput, actor: Actor, then: str = "") -> list[str]:
@@ -149,6 +151,8 @@ def allowed_actions(invoice: Invoice) -> set[str]:
         allowed.add("resend")
     if status in states.PAYABLE:
         allowed.add("pay")
+        if invoice.amount_due > 0:
+            allowed.add("mark_paid")
     if states.can(status, "void"):
         allowed.add("void")
     if status in (states.OPEN, states.OVERDUE, states.VOID, states.UNCOLLECTIBLE):
@@ -156,6 +160,18 @@ def allowed_actions(invoice: Invoice) -> set[str]:
     if status != states.DRAFT:
         allowed.add("revoke_links")
     return allowed
+
+
+def recipients(invoice: Invoice) -> list[str]:
+    """Who an email about this invoice goes to: the client's billing contacts' addresses."""
+    return [c.email for c in invoice.client.contacts if c.receives_invoices]
+
+
+def money(minor: int, currency: str) -> str:
+    """An amount as the pages write it (the business's locale), for flash messages."""
+    from portal.billing.money import format_money
+
+    return format_money(minor, currency, get_business().locale)
 
 
 def payment_defaults(invoice: Invoice) -> dict[str, str]:

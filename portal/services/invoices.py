@@ -372,7 +372,13 @@ def _snapshot_business(business: Business) -> dict:
 
 
 def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice:
-    """Number, freeze and lock a draft. After this, its money cannot change."""
+    """Number, freeze and lock a draft. After this, its money cannot change.
+
+    A replacement draft voids the invoice it replaces here, in the same transaction and through
+    ``void``'s path (so the original's open gateway intents are cancelled by the session hook),
+    and the two link to each other (Stripe's rule for revised invoices)."""
+    # The original has the lower id: lock it first, as every money path locks invoices ascending.
+    original = _replaced_original(invoice)
     invoice = _locked(invoice)
     if invoice.status != states.DRAFT:
         raise ServiceError(f"This invoice is already {invoice.status_label.lower()}.")
@@ -380,6 +386,10 @@ def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice
         raise ServiceError("Add at least one line before finalizing.")
     if invoice.total < 0:
         raise ServiceError("An invoice total cannot be negative; issue a credit note instead.")
+    if original is not None and original.status == states.PAID:
+        raise ServiceError(f"Invoice {original.display_number}, which this draft replaces, has been paid since "
+                           "the replacement was drafted; finalizing this one would bill the client twice. "
+                           "Delete this draft, or issue a credit note on the original.")
     business = get_business()
     _recompute(invoice)
     seq, number = _take_number()
@@ -402,6 +412,10 @@ def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice
     record_event("invoice.finalized", "invoice", invoice.id, actor,
                  before={"status": states.DRAFT}, after={"status": invoice.status, "number": number,
                                                           "total": invoice.total, "currency": invoice.currency})
+    if original is not None:
+        original.replaced_by_invoice_id = invoice.id
+        if states.can(original.status, "void"):
+            _void(original, actor, f"Replaced by invoice {number}.", replaced_by=invoice)
     from portal.services import autopay, credits
 
     credits.auto_apply_on_finalize(invoice, actor)
@@ -450,6 +464,21 @@ def invoice_for_token(raw: str) -> Invoice | None:
     return invoice
 
 
+def guest_token_for_related(invoice: Invoice, other_id: int) -> str:
+    """A guest link for the invoice linked to this one by a replacement (the one that replaced it, or
+    the one it replaces), for the holder of this invoice's link: the same bill to the same people.
+    Any other invoice is not found; a new token is issued each time (hashes only, like every link)."""
+    links = {invoice.replaced_by_invoice_id, invoice.replaces_invoice_id} - {None}
+    other = db.session.get(Invoice, other_id) if other_id in links else None
+    if other is None or other.status == states.DRAFT or other.client_id != invoice.client_id:
+        raise NotFound("No such invoice.")
+    raw = issue_guest_token(other)
+    record_event("invoice.link_issued", "invoice", other.id, Actor("guest", None, "guest link"),
+                 data={"from_invoice": invoice.id})
+    commit()
+    return raw
+
+
 def revoke_guest_tokens(invoice: Invoice, actor: Actor) -> int:
     result = db.session.execute(
         update(InvoiceToken).where(InvoiceToken.invoice_id == invoice.id, InvoiceToken.revoked_at.is_(None))
@@ -463,18 +492,50 @@ def revoke_guest_tokens(invoice: Invoice, actor: Actor) -> int:
 # Void, replace -------------------------------------------------------------------------------
 
 def void(invoice: Invoice, actor: Actor, reason: str = "") -> Invoice:
+    """Void (cancel) a finalized invoice: nothing is due on it any more. A status change, so the
+    session hook cancels its open gateway intents once this commits."""
     invoice = _locked(invoice)
+    _void(invoice, actor, reason)
+    commit()
+    return invoice
+
+
+def _void(invoice: Invoice, actor: Actor, reason: str, replaced_by: Invoice | None = None) -> None:
+    """``void``'s work on an invoice already locked, without committing (finalizing a replacement
+    voids its original in its own transaction)."""
     before = invoice.status
     try:
         invoice.status = states.transition(invoice.status, "void")
     except states.InvalidTransition as exc:
-        raise ServiceError(f"This invoice can't be cancelled: {exc}.") from None
+        raise ServiceError(f"This invoice can't be voided: {exc}.") from None
     invoice.voided_at = clock.now()
     invoice.void_reason = (reason or "").strip()[:2000] or None
+    data = {"reason": invoice.void_reason}
+    if replaced_by is not None:
+        data |= {"replaced_by": replaced_by.id, "replaced_by_number": replaced_by.number}
     record_event("invoice.voided", "invoice", invoice.id, actor, before={"status": before},
-                 after={"status": invoice.status}, data={"reason": invoice.void_reason})
-    commit()
-    return invoice
+                 after={"status": invoice.status}, data=data)
+
+
+def _replaced_original(draft: Invoice) -> Invoice | None:
+    """The invoice a replacement draft replaces, re-read under a row lock (None if it has none)."""
+    if not draft.replaces_invoice_id:
+        return None
+    return db.session.scalar(
+        select(Invoice).where(Invoice.id == draft.replaces_invoice_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def related(invoice: Invoice) -> dict:
+    """The invoices this one is linked to by a replacement: the one it replaces and the finalized
+    one that replaced it (drafts are staff-only and not shown on the document)."""
+    replaces = db.session.get(Invoice, invoice.replaces_invoice_id) if invoice.replaces_invoice_id else None
+    replaced_by = db.session.get(Invoice, invoice.replaced_by_invoice_id) if invoice.replaced_by_invoice_id \
+        else None
+    if replaced_by is not None and replaced_by.status == states.DRAFT:
+        replaced_by = None
+    return {"replaces": replaces, "replaced_by": replaced_by}
 
 
 def replace(invoice: Invoice, actor: Actor) -> Invoice:
@@ -507,12 +568,25 @@ def replace(invoice: Invoice, actor: Actor) -> Invoice:
 
 # Payments recorded by staff --------------------------------------------------------------------
 
-def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
-                          reference: str, actor: Actor) -> Payment:
-    """Record money received outside the portal. Partial payments allowed; money above the amount
-    due goes to the client's credit balance (and says so on the receipt)."""
-    from portal.services import credits
+class ExcessNeedsConfirmation(ServiceError):
+    """A manual payment above the amount due: nothing was recorded; staff must confirm that the
+    excess goes to the client's credit balance (``confirm_excess``)."""
 
+    def __init__(self, amount: int, due: int, currency: str, client_name: str):
+        from portal.billing.money import format_money
+
+        locale = get_business().locale
+        self.amount, self.due, self.excess = amount, due, amount - due
+        self.excess_text = format_money(self.excess, currency, locale)
+        super().__init__(f"{self.excess_text} more than is due will go to {client_name}'s credit balance.",
+                         field="amount")
+
+
+def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
+                          reference: str, actor: Actor, confirm_excess: bool = False) -> Payment:
+    """Record money received outside the portal. Partial payments allowed; money above the amount
+    due goes to the client's credit balance (and says so on the receipt), but only once staff have
+    confirmed it (``confirm_excess``): otherwise ``ExcessNeedsConfirmation`` and nothing is written."""
     invoice = _locked(invoice)  # the amount due is checked and changed under the lock
     errors: dict[str, str] = {}
     if invoice.status not in states.PAYABLE:
@@ -535,7 +609,19 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
         errors["received_on"] = "Use a date like 2026-12-31."
         received = None
     if errors:
+        db.session.rollback()
         raise InvoiceInvalid(errors)
+    if amount > invoice.amount_due and not confirm_excess:
+        excess = ExcessNeedsConfirmation(amount, invoice.amount_due, invoice.currency, invoice.client.name)
+        db.session.rollback()  # nothing written; the row lock goes
+        raise excess
+    return _record_payment(invoice, amount, method, received, reference, actor)
+
+
+def _record_payment(invoice: Invoice, amount: int, method: str, received: date, reference: str,
+                    actor: Actor) -> Payment:
+    from portal.services import credits
+
     payment = Payment(
         invoice_id=invoice.id, client_id=invoice.client_id, amount=amount, currency=invoice.currency,
         method=method, status="succeeded", reference=(reference or "").strip()[:200] or None,
@@ -547,6 +633,19 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
     credits.settle_payment(payment, [invoice], actor)
     commit()
     return payment
+
+
+def mark_paid(invoice: Invoice, method: str, actor: Actor) -> Payment:
+    """"Mark as paid": record the full amount due as received today, by ``method`` (one click)."""
+    invoice = _locked(invoice)
+    if invoice.status not in states.PAYABLE or invoice.amount_due <= 0:
+        label = invoice.status_label.lower()
+        db.session.rollback()
+        raise ServiceError(f"An invoice that is {label} can't be marked as paid: nothing is due on it.")
+    if method not in MANUAL_METHODS:
+        db.session.rollback()
+        raise InvoiceInvalid({"mark_method": "Choose how it was paid."})
+    return _record_payment(invoice, invoice.amount_due, method, clock.today(get_business().timezone), "", actor)
 
 
 MAX_PAYMENT = 100_000_000_000_000  # minor units; 500 lines at most MAX_LINE_AMOUNT each fit 8 bytes
@@ -616,6 +715,7 @@ def document(invoice: Invoice) -> dict:
         "tax_breakdown": invoice.tax_breakdown or [],
         "is_draft": invoice.status == states.DRAFT,
         "status_label": invoice.status_label,
+        "related": related(invoice),
     }
 
 

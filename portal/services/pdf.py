@@ -52,7 +52,7 @@ def filename(invoice: Invoice) -> str:
 
 def render_html(invoice: Invoice) -> str:
     context = invoice_service.document(invoice)
-    return render_template("pdf/invoice.html", logo_url=LOGO_URL, **context)
+    return render_template("pdf/invoice.html", logo_url=LOGO_URL, in_pdf=True, **context)
 
 
 def render_pdf(invoice: Invoice) -> bytes:

@@ -480,20 +480,21 @@ def test_send_without_a_billing_contact_says_what_to_do_and_keeps_the_draft(busi
     assert 'id="invoice-editor"' in text_of(page)
 
 
-def test_cancel_with_a_reason(draft, staff_client):
+def test_void_with_a_reason(draft, staff_client):
     invoices.finalize(draft, STAFF)
     page = post(staff_client, f"/staff/invoices/{draft.id}/void", {"reason": "Wrong client"})
-    assert f"Invoice {draft.number} cancelled." in flashes(page)
+    assert f"Invoice {draft.number} voided (cancelled). Nothing is due on it." in flashes(page)
     assert reload(draft.id).status == "void"
     shown = visible(page)
     assert "This invoice was cancelled: Wrong client." in shown
     assert "Invoice voided “Wrong client”" in shown
     # Nothing else may happen to it but a replacement.
     body = text_of(page)
-    assert "Record a payment" not in body and "Cancel this invoice" not in body and ">Resend<" not in body
+    assert "Record a payment" not in body and "Void (cancel) this invoice" not in body and ">Resend<" not in body
+    assert "Mark as paid" not in body
     assert "Issue a replacement" in body
     refused = post(staff_client, f"/staff/invoices/{draft.id}/void")
-    assert "can't be cancelled" in flashes(refused)
+    assert "can't be voided" in flashes(refused)
 
 
 def test_replace_copies_the_invoice_into_a_new_draft(draft, staff_client):
@@ -509,7 +510,7 @@ def test_replace_copies_the_invoice_into_a_new_draft(draft, staff_client):
     replacement = reload(new_id)
     assert replacement.status == "draft" and replacement.replaces_invoice_id == draft.id
     assert replacement.total == draft.total
-    assert f"Replacement draft for {draft.number} created. The original is unchanged." in flashes(page)
+    assert f"Replacement draft for {draft.number} created." in flashes(page)
     original = visible(staff_client.get(f"/staff/invoices/{draft.id}"))
     assert f"replacement draft #{new_id}" in original
 

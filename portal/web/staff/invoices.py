@@ -17,7 +17,7 @@ from portal.services import autopay, credit_notes, credits, invoice_lists, invoi
 from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
-from portal.services.invoices import DraftInput, InvoiceInvalid
+from portal.services.invoices import DraftInput, ExcessNeedsConfirmation, InvoiceInvalid
 from portal.web import downloads
 from portal.web.rendering import is_htmx, render
 from portal.web.staff import bp
@@ -173,10 +173,12 @@ def _editor(invoice, values: DraftInput, errors: dict | None = None, status: int
     return render(EDITOR, **context), status
 
 
-def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=None, credit_note=None):
+def _show(invoice, payment=None, payment_errors=None, status: int = 200, refund=None, credit_note=None,
+          excess=None, mark_errors=None):
     context = invoice_service.document(invoice)
     return render(
-        SHOW, actions=invoice_pages.allowed_actions(invoice),
+        SHOW, actions=invoice_pages.allowed_actions(invoice), excess=excess, mark_errors=mark_errors or {},
+        recipients=invoice_pages.recipients(invoice),
         timeline=invoice_lists.invoice_timeline(invoice.id), payments=invoice_lists.invoice_payments(invoice.id),
         payment=payment or invoice_pages.payment_defaults(invoice), payment_errors=payment_errors or {},
         methods=invoice_service.MANUAL_METHODS, logo_url=url_for("public.logo"), refund=refund or {},
@@ -319,7 +321,7 @@ def invoice_resend(invoice_id: int):
 def invoice_void(invoice_id: int):
     reason = request.form.get("reason", "")
     return _action(invoice_id, lambda inv: f"Invoice {invoice_service.void(inv, _actor(), reason).number} "
-                                           "cancelled.")
+                                           "voided (cancelled). Nothing is due on it.")
 
 
 @bp.post("/invoices/<int:invoice_id>/replace")
@@ -330,7 +332,11 @@ def invoice_replace(invoice_id: int):
     except ServiceError as exc:
         flash(exc.message, "error")
         return _back(invoice_id)
-    flash(f"Replacement draft for {invoice.display_number} created. The original is unchanged.", "success")
+    if invoice.status in ("open", "overdue", "uncollectible"):
+        flash(f"Replacement draft for {invoice.display_number} created. {invoice.display_number} stays as it is "
+              "until you finalize this draft; then it is voided.", "success")
+    else:
+        flash(f"Replacement draft for {invoice.display_number} created.", "success")
     return _back(draft.id)
 
 
@@ -338,16 +344,45 @@ def invoice_replace(invoice_id: int):
 def invoice_payment(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
     typed = {k: request.form.get(k, "") for k in ("amount", "method", "received_on", "reference")}
+    confirmed = request.form.get("confirm_excess") == "1"
     try:
-        invoice_service.record_manual_payment(invoice, typed["amount"], typed["method"], typed["received_on"],
-                                              typed["reference"], _actor())
+        payment = invoice_service.record_manual_payment(
+            invoice, typed["amount"], typed["method"], typed["received_on"], typed["reference"], _actor(),
+            confirm_excess=confirmed)
     except InvoiceInvalid as exc:
         return _show(invoice, payment=typed, payment_errors=exc.errors, status=422)
+    except ExcessNeedsConfirmation as exc:
+        # Nothing recorded: the page asks once more, naming the excess and where it goes.
+        return _show(invoice, payment=typed, excess=exc)
     except ServiceError as exc:
         flash(exc.message, "error")
         return _back(invoice_id)
-    flash("Payment recorded; the invoice is paid." if invoice.status == "paid" else "Payment recorded.",
-          "success")
+    flash(_recorded(invoice, payment), "success")
+    return _back(invoice_id)
+
+
+def _recorded(invoice, payment) -> str:
+    message = "Payment recorded; the invoice is paid." if invoice.status == "paid" else "Payment recorded."
+    if payment.credited_amount:
+        message += (f" {invoice_pages.money(payment.credited_amount, payment.currency)} more than was due went to "
+                    f"{invoice.client.name}'s credit balance.")
+    return message
+
+
+@bp.post("/invoices/<int:invoice_id>/mark-paid")
+def invoice_mark_paid(invoice_id: int):
+    """"Mark as paid": the full amount due, today, by the method chosen; one confirmation (the dialog)."""
+    invoice = _invoice_or_404(invoice_id)
+    method = request.form.get("method", "")
+    try:
+        payment = invoice_service.mark_paid(invoice, method, _actor())
+    except InvoiceInvalid as exc:
+        return _show(invoice, mark_errors=exc.errors, status=422)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return _back(invoice_id)
+    flash(f"Invoice {invoice.number} marked as paid: {invoice_pages.money(payment.amount, payment.currency)} "
+          f"({payment.method_label}, received today).", "success")
     return _back(invoice_id)
 
 
