@@ -2,6 +2,7 @@
 # make test - set up and run the whole suite (SQLite, then PostgreSQL when initdb is found)
 # make test-long - the money property tests alone (-m money_property), Hypothesis profile "long"
 #                  (10,000 examples each), on SQLite and PostgreSQL side by side
+# make screenshots - regenerate docs/screenshots/*.png (guest page and portal at 375 px) with scripts/screenshots.py
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-long test-sqlite test-postgres install clean
+.PHONY: run test test-long test-sqlite test-postgres screenshots install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,10 @@ test-sqlite: $(TEST_STAMP)
 
 test-postgres: $(TEST_STAMP)
 	$(BIN)/python -m pytest --db=postgresql $(PYTEST_ARGS)
+
+# A throwaway portal (temporary SQLite + bundled Redis + the demo), photographed by Chromium through Playwright.
+screenshots: $(TEST_STAMP)
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .test-logs
