@@ -181,7 +181,8 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
         "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
         "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS")),
         "MAIL_USE_SSL": _bool(env.get("MAIL_USE_SSL")),
-        "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER") or "billing@localhost",
+        # Unset: mail comes from the business's email address (Settings), see services.deliveries.sender.
+        "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER") or None,
         "MAIL_SUPPRESS_SEND": False,
         # Stripe (used from F3 on).
         "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY") or None,

@@ -254,7 +254,7 @@ def _redacted(payload: dict) -> dict:
 def message_id(delivery: Delivery) -> str:
     """The delivery's ``Message-ID``: the same on every attempt, unique to this deployment.
 
-    ``<delivery-{id}.{tag}@{domain of MAIL_DEFAULT_SENDER}>``, the tag an HMAC
+    ``<delivery-{id}.{tag}@{domain of the sender}>``, the tag an HMAC
     (keyed with ``SECRET_KEY``) of the id and the row's creation time, so
     another deployment, or this one after its database was reset, never
     reuses one, and nothing about the key shows.
@@ -266,9 +266,34 @@ def message_id(delivery: Delivery) -> str:
     return f"<delivery-{delivery.id}.{tag}@{_mail_domain(config)}>"
 
 
+FALLBACK_SENDER = "billing@localhost"
+
+
+def sender() -> str | tuple[str, str]:
+    """Who the portal's emails come from: ``MAIL_DEFAULT_SENDER`` when it is set, else the business's
+    name and email address (Settings → Business), else ``billing@localhost``."""
+    configured = current_app.config.get("MAIL_DEFAULT_SENDER")
+    if configured:
+        return configured
+    from portal.services.settings import get_business
+
+    business = get_business()
+    if business.email:
+        return (business.name or "", business.email)
+    return FALLBACK_SENDER
+
+
+def sender_text() -> str:
+    """``sender()`` as a person reads it: ``Tidewater Studio <billing@tidewater.example>``."""
+    value = sender()
+    if isinstance(value, (tuple, list)):
+        return f"{value[0]} <{value[1]}>" if value[0] else value[1]
+    return value
+
+
 def _mail_domain(config) -> str:
-    sender = config.get("MAIL_DEFAULT_SENDER") or ""
-    address = sender[1] if isinstance(sender, (tuple, list)) else parseaddr(sender)[1]
+    sender_ = sender()
+    address = sender_[1] if isinstance(sender_, (tuple, list)) else parseaddr(sender_)[1]
     domain = address.rpartition("@")[2].strip().strip(">")
     if not domain and config.get("PORTAL_BASE_URL"):
         domain = urlsplit(config["PORTAL_BASE_URL"]).hostname or ""
@@ -289,7 +314,7 @@ def _send_email(delivery: Delivery) -> None:
         recipients=payload["to"],
         body=payload.get("text"),
         html=payload.get("html"),
-        sender=config["MAIL_DEFAULT_SENDER"],
+        sender=sender(),
         extra_headers={"X-Portal-Delivery": str(delivery.id)},
     )
     message.msgId = message_id(delivery)
@@ -357,11 +382,25 @@ def _attachment(spec: dict) -> tuple[str, str, bytes]:
     raise ValueError(f"unknown attachment {spec!r}")
 
 
-def list_emails(status: str | None = None, page: int = 1, per_page: int = 50):
-    query = select(Delivery).where(Delivery.kind == "email").order_by(Delivery.id.desc())
+SEARCH_WINDOW = 10_000  # a search reads at most the latest this many emails (by primary key)
+SEARCH_MAX = 100  # characters of search text
+
+
+def list_emails(status: str | None = None, page: int = 1, per_page: int = 50, q: str | None = None):
+    """A page of the email log, newest first. With ``q``, only emails whose recipient or subject
+    contains it (any case), among the latest ``SEARCH_WINDOW`` emails: a bounded read, whatever
+    the log's size."""
+    query = select(Delivery).where(Delivery.kind == "email")
     if status:
         query = query.where(Delivery.status == status)
-    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+    q = (q or "").strip()[:SEARCH_MAX].lower()
+    if q:
+        window = (select(Delivery.id).where(Delivery.kind == "email").order_by(Delivery.id.desc())
+                  .limit(SEARCH_WINDOW).subquery())
+        query = query.where(Delivery.id.in_(select(window.c.id)), or_(
+            func.lower(Delivery.recipient).contains(q, autoescape=True),
+            func.lower(Delivery.subject).contains(q, autoescape=True)))
+    return db.paginate(query.order_by(Delivery.id.desc()), page=page, per_page=per_page, error_out=False)
 
 
 def get_delivery(delivery_id: int) -> Delivery | None:
@@ -375,4 +414,5 @@ def counts_by_status() -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "get_delivery", "list_emails", "message_id", "sweep"]
+__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "get_delivery", "list_emails", "message_id", "sender",
+           "sender_text", "sweep"]

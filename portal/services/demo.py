@@ -1,10 +1,12 @@
 """The demo business that ``make run`` loads into an empty database."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.models import Client, Contact, StaffUser
+from portal.models import Client, Contact, Service, StaffUser, TaxRate
 from portal.services.errors import ServiceError
 from portal.services.events import SYSTEM, commit, record_event
 from portal.services.passwords import hash_password
@@ -49,6 +51,16 @@ CLIENTS = [
 ]
 
 
+# The catalogue, so "New invoice → add a line" has something to pick (prices in the business's EUR, minor units).
+TAX_RATE = {"name": "VAT", "percent": Decimal("23"), "inclusive": False}
+SERVICES = [
+    {"name": "Design sprint", "description": "One day of product and visual design, with a review call.",
+     "unit_price": 65000},
+    {"name": "Website hosting", "description": "Managed hosting, backups and updates for one month.",
+     "unit_price": 2500},
+]
+
+
 def database_is_empty() -> bool:
     return not db.session.scalar(select(func.count()).select_from(StaffUser))
 
@@ -85,6 +97,11 @@ def load_demo() -> dict[str, tuple[str, str]]:
                 contact.password_hash = hash_password(CLIENT[1])
             client.contacts.append(contact)
         db.session.add(client)
+    vat = TaxRate(**TAX_RATE)
+    db.session.add(vat)
+    db.session.flush()
+    for spec in SERVICES:
+        db.session.add(Service(**spec, currency=business.currency, tax_rate=vat))
     db.session.flush()
     record_event("demo.loaded", "business", business.id, SYSTEM)
     commit()

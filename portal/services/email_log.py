@@ -58,6 +58,7 @@ class ShownEmail:
     next_attempt_at: datetime | None
     last_error: str | None
     hidden: bool  # some secret was held back from this viewer
+    pdf: bool  # a PDF (invoice, credit note) was attached
 
 
 def shown(delivery: Delivery, viewer) -> ShownEmail:
@@ -79,6 +80,8 @@ def shown(delivery: Delivery, viewer) -> ShownEmail:
         next_attempt_at=delivery.next_attempt_at,
         last_error=_hide(delivery.last_error, secrets) or None,
         hidden=bool(secrets),
+        pdf=any(str(spec.get("type", "")).endswith("_pdf") for spec in (payload.get("attachments") or [])
+                if isinstance(spec, dict)),
     )
 
 
@@ -95,8 +98,18 @@ class _ShownPage:
         raise AttributeError(name)
 
 
-def page(viewer, status: str | None = None, page: int = 1, per_page: int = 50) -> _ShownPage:
-    return _ShownPage(deliveries.list_emails(status=status, page=page, per_page=per_page), viewer)
+def page(viewer, status: str | None = None, page: int = 1, per_page: int = 50, q: str | None = None) -> _ShownPage:
+    """A page of the log; ``q`` searches recipient and subject (see ``deliveries.list_emails``)."""
+    return _ShownPage(deliveries.list_emails(status=status, page=page, per_page=per_page, q=q), viewer)
+
+
+def sender() -> str:
+    """Who the emails come from, as shown on an email's page."""
+    return deliveries.sender_text()
+
+
+SEARCH_WINDOW = deliveries.SEARCH_WINDOW
+SEARCH_MAX = deliveries.SEARCH_MAX
 
 
 def get(viewer, delivery_id: int) -> ShownEmail | None:
@@ -110,4 +123,5 @@ def counts_by_status() -> dict[str, int]:
     return deliveries.counts_by_status()
 
 
-__all__ = ["HIDDEN", "ShownEmail", "counts_by_status", "get", "page", "sees_secrets", "shown"]
+__all__ = ["HIDDEN", "SEARCH_MAX", "SEARCH_WINDOW", "ShownEmail", "counts_by_status", "get", "page", "sees_secrets",
+           "sender", "shown"]

@@ -15,7 +15,7 @@ from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
 
 VARIABLES = ("customer_name", "invoice_number", "amount_due", "due_date", "invoice_url", "pay_now_url",
-             "company_name")
+             "company_name", "line_summary")
 
 DEFAULTS: dict[str, tuple[str, str, str]] = {
     # key: (title, subject, body)
@@ -23,7 +23,7 @@ DEFAULTS: dict[str, tuple[str, str, str]] = {
         "Invoice sent",
         "{{company_name}} sent you an invoice",
         "Hello {{customer_name}},\n\n{{company_name}} sent you invoice {{invoice_number}} for {{amount_due}}, "
-        "due {{due_date}}.\n\nYou can view it, download the PDF and pay online.\n\nThank you!",
+        "due {{due_date}}.\n\n{{line_summary}}\n\nYou can view it, download the PDF and pay online.\n\nThank you!",
     ),
     "invoice_reminder": (
         "Payment reminder",
@@ -59,6 +59,7 @@ SAMPLE = {
     "invoice_url": "https://billing.example.com/pay/sample",
     "pay_now_url": "https://billing.example.com/pay/sample",
     "company_name": "Tidewater Studio",
+    "line_summary": "- Website design: €1,000.00\n- Hosting, 12 months: €230.00",
 }
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)

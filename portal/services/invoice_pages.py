@@ -180,5 +180,9 @@ def payment_defaults(invoice: Invoice) -> dict[str, str]:
             "received_on": clock.today(get_business().timezone).isoformat(), "reference": ""}
 
 
+# Nothing sets "Uncollectible" until write-offs arrive (C1): no chip or filter choice for it until then.
+HIDDEN_STATUSES = {states.UNCOLLECTIBLE}
+
+
 def status_choices() -> list[tuple[str, str]]:
-    return [(s, states.LABELS[s]) for s in states.STATES]
+    return [(s, states.LABELS[s]) for s in states.STATES if s not in HIDDEN_STATUSES]

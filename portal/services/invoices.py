@@ -703,7 +703,7 @@ def document(invoice: Invoice) -> dict:
     business = get_business()
     seller = invoice.bill_from or _snapshot_business(business)
     buyer = invoice.bill_to or _snapshot_client(invoice.client)
-    return {
+    context = {
         "invoice": invoice,
         "seller": seller,
         "buyer": buyer,
@@ -717,6 +717,11 @@ def document(invoice: Invoice) -> dict:
         "status_label": invoice.status_label,
         "related": related(invoice),
     }
+    # The Discount and Tax columns show only when some line has one.
+    context["has_discount"] = any(line.discount_amount for line in invoice.lines)
+    context["has_tax"] = any(line.tax_name for line in invoice.lines)
+    context["line_columns"] = 4 + context["has_discount"] + context["has_tax"]
+    return context
 
 
 # Sending ------------------------------------------------------------------------------------------
@@ -734,7 +739,24 @@ def email_variables(invoice: Invoice, contact_name: str, pay_url: str) -> dict:
         "invoice_url": pay_url,
         "pay_now_url": pay_url,
         "company_name": business.name,
+        "line_summary": line_summary(invoice, business.locale),
     }
+
+
+SUMMARY_LINES = 5
+
+
+def line_summary(invoice: Invoice, locale: str) -> str:
+    """The invoice's lines for an email, one a line ("- Design work: €1,000.00"): at most
+    ``SUMMARY_LINES``, then "and N more"."""
+    from portal.billing.money import format_money
+
+    lines = list(invoice.lines)
+    shown = [f"- {next(iter((line.description or '').strip().splitlines()), '')[:80] or 'Item'}: "
+             f"{format_money(line.net, invoice.currency, locale)}" for line in lines[:SUMMARY_LINES]]
+    if len(lines) > SUMMARY_LINES:
+        shown.append(f"and {len(lines) - SUMMARY_LINES} more")
+    return "\n".join(shown)
 
 
 def send(invoice: Invoice, actor: Actor) -> list[str]:

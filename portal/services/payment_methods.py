@@ -421,7 +421,9 @@ def methods_page(client_id: int) -> dict:
     methods = _views(client_id)
     return {"client": client, "methods": methods, "default": next((m for m in methods if m["default"]), None),
             "autopay": _autopay_view(client), "types": accepted_types(client), "gateway": gateway.name,
-            "test_mode": bool(gateway.test_mode)}
+            "test_mode": bool(gateway.test_mode),
+            # What a restricted client may not do here, and why (the page hides or disables it).
+            "blocked": {action: restrictions.refusal(client, action) for action in ("payment_methods", "autopay")}}
 
 
 def client_panel(client) -> dict | None:

@@ -35,6 +35,11 @@ RESTRICTABLE = {
     "profile": "Change their portal profile",
 }
 
+# What the settings page offers, and what the banner lists: "new_subscriptions" blocks nothing until
+# subscriptions exist (R1), so it is neither offered on the settings page nor listed on the banner until then.
+NOT_YET = {"new_subscriptions"}
+OFFERED = {key: label for key, label in RESTRICTABLE.items() if key not in NOT_YET}
+
 # The same actions, as the client reads them ("Please pay … to <this> again.").
 _CLIENT_WORDS = {
     "new_subscriptions": "start new subscriptions",
@@ -81,7 +86,7 @@ def far_overdue_invoices(client_id: int, at: datetime | None = None) -> list[Inv
 def blocked_actions(business=None) -> list[tuple[str, str]]:
     """(key, staff label) of the portal actions a restricted client loses, in RESTRICTABLE's order."""
     chosen = set((business or _business()).restrict_actions or [])
-    return [(key, label) for key, label in RESTRICTABLE.items() if key in chosen]
+    return [(key, label) for key, label in OFFERED.items() if key in chosen]
 
 
 def _restrict(client: Client, actor: Actor, days: int, invoices: list[tuple[int, str | None]]) -> None:
@@ -166,16 +171,24 @@ def refresh(at: datetime) -> int:
     return changed
 
 
-def ensure_allowed(client, action: str) -> None:
-    """Raise ServiceError when ``action`` (a RESTRICTABLE key) is blocked for this restricted client.
+def refusal(client, action: str) -> str | None:
+    """Why ``action`` (a RESTRICTABLE key) is blocked for this client, in the client's words; None when
+    it is allowed. Pages use it to hide or disable what would be refused, and say why.
 
     Paying, and anything else that is not a RESTRICTABLE key, is never blocked."""
     if action not in RESTRICTABLE or client is None or not client.access_restricted:
         return None
     if action in (_business().restrict_actions or []):
-        raise ServiceError("Your account is restricted because of overdue invoices. "
-                           f"Please pay your overdue invoices to {_CLIENT_WORDS[action]} again.")
+        return ("Your account is restricted because of overdue invoices. "
+                f"Please pay your overdue invoices to {_CLIENT_WORDS[action]} again.")
     return None
+
+
+def ensure_allowed(client, action: str) -> None:
+    """Raise ServiceError when ``action`` (a RESTRICTABLE key) is blocked for this restricted client."""
+    reason = refusal(client, action)
+    if reason is not None:
+        raise ServiceError(reason)
 
 
 def notice(client) -> dict | None:

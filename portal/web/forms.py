@@ -10,7 +10,7 @@ from wtforms.validators import (DataRequired, Email, EqualTo, Length, NumberRang
                                 StopValidation)
 
 from portal.services.passwords import MIN_LENGTH
-from portal.services.restrictions import RESTRICTABLE
+from portal.services.restrictions import OFFERED as RESTRICTABLE_OFFERED
 from portal.services.settings import AUTOPAY_TIMINGS
 
 
@@ -168,7 +168,7 @@ class SettingsForm(FlaskForm):
         NumberRange(min=1, max=365, message="Use a number of days between 1 and 365, or leave it empty.")],
         description="Leave empty to never restrict anyone.")
     restrict_actions = CheckboxesField("What a restricted client can't do in the portal",
-                                       choices=[SelectChoice(key, label) for key, label in RESTRICTABLE.items()])
+                                       choices=[SelectChoice(key, label) for key, label in RESTRICTABLE_OFFERED.items()])
     card_expiry_notice_days = IntegerField("Warn about an expiring card (days before)", validators=[
         _whole_number("Use a number of days between 1 and 90."),
         NumberRange(min=1, max=90, message="Use a number of days between 1 and 90.")],

@@ -94,7 +94,7 @@ def test_staff_adds_a_charge_and_sees_it_open_on_the_client(staff_client, acme, 
             charge.tax_rate_id) == ("Extra revisions", Decimal("2"), 6000, "EUR", "open", vat.id)
 
     page = text(staff_client.get(f"/staff/clients/{acme.id}"))
-    assert "Charge “Extra revisions” added." in page
+    assert "“Extra revisions” added to the items to bill later." in page
     charges_section = section(page, "open-charges")
     row = re.search(rf'<tr id="charge-{charge.id}".*?</tr>', charges_section, re.S).group(0)
     assert "Extra revisions" in row and "€60.00" in row and "€120.00" in row and "VAT 23%" in row
@@ -192,7 +192,7 @@ def test_staff_deletes_an_open_charge(staff_client, acme):
     assert charges() == []
     page = text(staff_client.get(f"/staff/clients/{acme.id}"))
     assert "Charge “Courier” deleted." in page
-    assert "No open charges." in section(page, "open-charges")
+    assert "No items to bill later." in section(page, "open-charges")
     assert [e.type for e in events("charge.")] == ["charge.created", "charge.deleted"]
     assert events("charge.deleted")[0].before["description"] == "Courier"
 
@@ -253,7 +253,7 @@ def test_draft_from_all_open_charges(staff_client, acme):
     response = post_form(staff_client, f"/staff/clients/{acme.id}/invoices/draft-from-charges", {"all": "1"})
     assert response.status_code in (302, 303)
     assert [c.status for c in charges()] == ["drafted", "drafted"]
-    assert "No open charges." in section(text(staff_client.get(f"/staff/clients/{acme.id}")), "open-charges")
+    assert "No items to bill later." in section(text(staff_client.get(f"/staff/clients/{acme.id}")), "open-charges")
 
 
 # The client page: invoices and balance --------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_browser_add_charge_from_a_service_then_delete_it(page, make, business, 
     page.wait_for_url("**/staff/")
 
     page.goto(f"/staff/clients/{acme.id}")
-    page.get_by_role("button", name="Add charge").click()
+    page.get_by_role("button", name="Add an item to bill later").click()
     page.wait_for_url("**/charges/new")
     page.get_by_label("Quantity").fill("3")
     page.get_by_label("From the catalogue").select_option(label="Hosting")
@@ -370,7 +370,7 @@ def test_browser_add_charge_from_a_service_then_delete_it(page, make, business, 
     expect(page.get_by_label("Unit price")).to_have_value("25.00")
     expect(page.get_by_label("Quantity")).to_have_value("3")
     expect(page.get_by_label("Tax")).to_have_value(str(vat.id))
-    page.get_by_role("button", name="Add charge").click()
+    page.get_by_role("button", name="Add the item").click()
     page.wait_for_url(f"**/staff/clients/{acme.id}#open-charges")
     row = page.locator("#open-charges tbody tr")
     expect(row).to_have_count(1)
@@ -378,7 +378,7 @@ def test_browser_add_charge_from_a_service_then_delete_it(page, make, business, 
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#open-charges").get_by_role("button", name="Delete").click()
-    expect(page.locator("#open-charges")).to_contain_text("No open charges.")
+    expect(page.locator("#open-charges")).to_contain_text("No items to bill later.")
     assert charges() == []
     assert errors == []
 
@@ -392,4 +392,4 @@ def test_markup_in_client_name_and_notes_stays_text_beside_billing(staff_client,
     assert "<script>alert" not in page and "<img src=x" not in page
     assert page.count("&lt;script&gt;alert(") >= 4  # title, heading, notes, address, charge
     form = text(staff_client.get(f"/staff/clients/{evil.id}/charges/new"))
-    assert "<script>alert" not in form and "New charge for &lt;script&gt;" in form
+    assert "<script>alert" not in form and "Item to bill later for &lt;script&gt;" in form

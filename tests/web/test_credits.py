@@ -67,7 +67,7 @@ def test_the_client_page_shows_the_credit_section_and_both_forms(acme, staff_cli
     assert f'action="/staff/clients/{acme.id}/credits#add-credit"' in credit
     assert f'action="/staff/clients/{acme.id}/one-time-charges#add-charge"' in credit
     assert 'name="csrf_token"' in credit and 'value="EUR"' in credit
-    assert "beyond that the balance goes below zero and shows as owed" in credit
+    assert "Charge the credit balance" in credit and "below zero it shows as owed" in credit
 
 
 def test_adding_credit_shows_in_the_balance_and_the_ledger(acme, staff_client):

@@ -201,7 +201,7 @@ def test_the_portal_lists_the_clients_invoices(ana, vat, client, auth, make):
     rows = [" ".join(re.sub(r"<[^>]+>", " ", r).split()) for r in rows]
     assert len(rows) == 3
     # Newest first: number, status, issued, due, total, amount due.
-    assert rows[0].startswith(f"{numbers[2]} Cancelled {issued_text}") and "€1,197.00 €1,197.00" in rows[0]
+    assert rows[0].startswith(f"{numbers[2]} Cancelled {issued_text}") and "€1,197.00 — Nothing due" in rows[0]
     assert rows[1].startswith(f"{numbers[1]} Sent") and rows[1].endswith("€1,197.00 €1,000.00 PDF of invoice "
                                                                         f"{numbers[1]}")
     assert rows[2].startswith(f"{numbers[0]} Paid") and "€1,197.00 €0.00" in rows[2]

@@ -134,10 +134,12 @@ def _profile_page(profile_form=None, password_form=None, status: int = 200):
     contact = current_user._get_current_object()
     profile_form = profile_form or ProfileForm(obj=contact, formdata=None)
     password_form = password_form or ChangePasswordForm(formdata=None)
+    from portal.services import restrictions
     from portal.services import sessions as session_service
     from portal.web import current_session_id
 
     return render("client/profile.html", contact=contact, profile_form=profile_form,
+                  profile_blocked=restrictions.refusal(contact.client, "profile"),
                   password_form=password_form, sessions=session_service.list_active(contact, current_session_id()),
                   end_endpoint="client.profile_session_end",
                   end_others_endpoint="client.profile_sessions_end_others"), status

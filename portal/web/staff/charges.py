@@ -68,7 +68,7 @@ def client_charge_new(client_id: int):
         except ServiceError as exc:
             flash(exc.message, "error")
         else:
-            flash(f"Charge “{charge.description}” added.", "success")
+            flash(f"“{charge.description}” added to the items to bill later.", "success")
             return redirect(url_for("staff.client_detail", client_id=client.id) + "#open-charges")
     return render("staff/charges/form.html", client=client, form=form), 422
 

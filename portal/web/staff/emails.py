@@ -13,11 +13,12 @@ from portal.web.staff import bp
 
 @bp.get("/emails")
 def emails():
-    status = request.args.get("status") or None
-    page = request.args.get("page", 1, type=int)
-    result = email_log.page(current_user, status=status, page=max(page, 1))
-    return render("staff/emails.html", block="email_rows", emails=result, status=status,
-                  counts=email_log.counts_by_status())
+    status = (request.args.get("status") or "")[:20] or None
+    q = (request.args.get("q") or "").strip()[:email_log.SEARCH_MAX]
+    page = min(max(request.args.get("page", 1, type=int), 1), 1_000_000)
+    result = email_log.page(current_user, status=status, page=page, q=q or None)
+    return render("staff/emails.html", block="email_rows", emails=result, status=status, q=q,
+                  counts=email_log.counts_by_status(), search_window=email_log.SEARCH_WINDOW)
 
 
 @bp.get("/emails/<int:delivery_id>")
@@ -25,7 +26,7 @@ def email_detail(delivery_id: int):
     delivery = email_log.get(current_user, delivery_id)
     if delivery is None:
         abort(404)
-    return render("staff/email_detail.html", delivery=delivery)
+    return render("staff/email_detail.html", delivery=delivery, sender=email_log.sender())
 
 
 @bp.get("/emails/<int:delivery_id>/body")
