@@ -278,7 +278,8 @@ def _recompute(invoice: Invoice) -> None:
 def save_draft(invoice: Invoice, data: DraftInput, actor: Actor) -> Invoice:
     """Replace a draft's header and lines. All-or-nothing: any bad field raises InvoiceInvalid."""
     if not states.is_editable(invoice.status):
-        raise ServiceError("This invoice is finalized and can no longer be edited. Cancel it and issue a replacement.")
+        raise ServiceError("This invoice is finalized and can no longer be edited. Issue a replacement "
+                           "(finalizing it voids this one), or void it.")
     lines, discount, due, errors = parse_draft(data)
     if errors:
         raise InvoiceInvalid(errors)
@@ -320,7 +321,7 @@ def _release_charge(charge_id: int) -> None:
 def delete_draft(invoice: Invoice, actor: Actor) -> None:
     """Delete a draft; charges it held return to open."""
     if invoice.status != states.DRAFT:
-        raise ServiceError("Only drafts can be deleted. Cancel a sent invoice instead.")
+        raise ServiceError("Only drafts can be deleted. Void a sent invoice instead.")
     for line in invoice.lines:
         if line.charge_id:
             _release_charge(line.charge_id)
@@ -541,7 +542,7 @@ def related(invoice: Invoice) -> dict:
 def replace(invoice: Invoice, actor: Actor) -> Invoice:
     """A new draft copying this invoice's lines (for a void or open invoice)."""
     if invoice.status not in (states.OPEN, states.OVERDUE, states.VOID, states.UNCOLLECTIBLE):
-        raise ServiceError("Only a sent or cancelled invoice can be replaced.")
+        raise ServiceError("Only a sent or void invoice can be replaced.")
     draft = Invoice(
         client_id=invoice.client_id, status=states.DRAFT, currency=invoice.currency,
         payment_terms_days=invoice.payment_terms_days, memo=invoice.memo, footer=invoice.footer,
@@ -583,10 +584,11 @@ class ExcessNeedsConfirmation(ServiceError):
 
 
 def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
-                          reference: str, actor: Actor, confirm_excess: bool = False) -> Payment:
+                          reference: str, actor: Actor, confirm_excess: bool = True) -> Payment:
     """Record money received outside the portal. Partial payments allowed; money above the amount
-    due goes to the client's credit balance (and says so on the receipt), but only once staff have
-    confirmed it (``confirm_excess``): otherwise ``ExcessNeedsConfirmation`` and nothing is written."""
+    due goes to the client's credit balance (and says so on the receipt). The staff form passes
+    ``confirm_excess=False`` until staff have confirmed the excess: then an amount above the amount
+    due raises ``ExcessNeedsConfirmation`` (worked out under the row lock) and nothing is written."""
     invoice = _locked(invoice)  # the amount due is checked and changed under the lock
     errors: dict[str, str] = {}
     if invoice.status not in states.PAYABLE:

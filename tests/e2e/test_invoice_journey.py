@@ -95,8 +95,16 @@ def test_staff_build_and_send_an_invoice_and_the_guest_sees_the_same_total(
     expect(page.locator("#invoice-totals")).to_contain_text("Discounts")
     assert page.evaluate("window.__noReload") == "still here"  # all of it without leaving the page
 
-    # Send: finalized, numbered, emailed.
+    # Send: the portal's confirm dialog names who is emailed; Cancel changes nothing, Send goes.
     page.get_by_role("button", name="Save & send").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Finalize, lock and email this invoice to nia@harbour.example")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Draft invoice")
+    page.get_by_role("button", name="Save & send").click()
+    dialog.get_by_role("button", name="Send", exact=True).click()
+    # Finalized, numbered, emailed.
     expect(page.get_by_text("Invoice INV-0001 sent to nia@harbour.example.")).to_be_visible()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Invoice INV-0001")
     expect(page.locator("h1 .badge")).to_have_text("Sent")

@@ -199,7 +199,8 @@ def invoice_detail(invoice_id: int):
 def invoice_save(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
     if not invoice.is_draft:
-        flash("This invoice is finalized and can no longer be edited. Cancel it and issue a replacement.",
+        flash("This invoice is finalized and can no longer be edited. Issue a replacement (finalizing it "
+              "voids this one), or void it.",
               "error")
         return _back(invoice_id)
     values = _draft_input(request.form)
