@@ -387,10 +387,8 @@ def finalize(invoice: Invoice, actor: Actor, commit_now: bool = True) -> Invoice
         raise ServiceError("Add at least one line before finalizing.")
     if invoice.total < 0:
         raise ServiceError("An invoice total cannot be negative; issue a credit note instead.")
-    if original is not None and original.status == states.PAID:
-        raise ServiceError(f"Invoice {original.display_number}, which this draft replaces, has been paid since "
-                           "the replacement was drafted; finalizing this one would bill the client twice. "
-                           "Delete this draft, or issue a credit note on the original.")
+    if original is not None:
+        _refuse_replacing(original, invoice)
     business = get_business()
     _recompute(invoice)
     seq, number = _take_number()
@@ -465,21 +463,6 @@ def invoice_for_token(raw: str) -> Invoice | None:
     return invoice
 
 
-def guest_token_for_related(invoice: Invoice, other_id: int) -> str:
-    """A guest link for the invoice linked to this one by a replacement (the one that replaced it, or
-    the one it replaces), for the holder of this invoice's link: the same bill to the same people.
-    Any other invoice is not found; a new token is issued each time (hashes only, like every link)."""
-    links = {invoice.replaced_by_invoice_id, invoice.replaces_invoice_id} - {None}
-    other = db.session.get(Invoice, other_id) if other_id in links else None
-    if other is None or other.status == states.DRAFT or other.client_id != invoice.client_id:
-        raise NotFound("No such invoice.")
-    raw = issue_guest_token(other)
-    record_event("invoice.link_issued", "invoice", other.id, Actor("guest", None, "guest link"),
-                 data={"from_invoice": invoice.id})
-    commit()
-    return raw
-
-
 def revoke_guest_tokens(invoice: Invoice, actor: Actor) -> int:
     result = db.session.execute(
         update(InvoiceToken).where(InvoiceToken.invoice_id == invoice.id, InvoiceToken.revoked_at.is_(None))
@@ -526,6 +509,33 @@ def _replaced_original(draft: Invoice) -> Invoice | None:
         select(Invoice).where(Invoice.id == draft.replaces_invoice_id).with_for_update()
         .execution_options(populate_existing=True)
     )
+
+
+def _refuse_replacing(original: Invoice, draft: Invoice) -> None:
+    """Finalizing a replacement voids the original: refuse when that would bill the client twice
+    or strand money (the original locked by the caller)."""
+    from portal.services import payments
+
+    name = original.display_number
+    if original.status == states.PAID:
+        raise ServiceError(f"Invoice {name}, which this draft replaces, has been paid since the replacement was "
+                           "drafted; finalizing this one would bill the client twice. Delete this draft, or "
+                           "issue a credit note on the original.")
+    other = db.session.get(Invoice, original.replaced_by_invoice_id) if original.replaced_by_invoice_id else None
+    if other is not None and other.id != draft.id and other.status not in (states.DRAFT, states.VOID):
+        raise ServiceError(f"Invoice {name} was already replaced by {other.display_number}; finalizing this "
+                           "draft too would bill the client twice. Delete this draft, or void "
+                           f"{other.display_number} first.")
+    taken = original.amount_paid + original.credit_applied + original.credit_noted
+    if original.status != states.VOID and taken > 0:
+        from portal.billing.money import format_money
+
+        raise ServiceError(f"Invoice {name} already has {format_money(taken, original.currency, get_business().locale)} "
+                           "paid or credited on it, so its replacement can't void it. Issue a credit note on "
+                           f"{name} for what should change instead.")
+    on_its_way = payments.money_on_its_way(original)
+    if on_its_way:
+        raise ServiceError(f"Invoice {name}: {on_its_way} Wait until it clears before replacing the invoice.")
 
 
 def related(invoice: Invoice) -> dict:
@@ -584,11 +594,14 @@ class ExcessNeedsConfirmation(ServiceError):
 
 
 def record_manual_payment(invoice: Invoice, amount_text: str, method: str, received_on: str,
-                          reference: str, actor: Actor, confirm_excess: bool = True) -> Payment:
+                          reference: str, actor: Actor, confirm_excess: bool = True,
+                          expected_due: int | None = None) -> Payment:
     """Record money received outside the portal. Partial payments allowed; money above the amount
     due goes to the client's credit balance (and says so on the receipt). The staff form passes
     ``confirm_excess=False`` until staff have confirmed the excess: then an amount above the amount
-    due raises ``ExcessNeedsConfirmation`` (worked out under the row lock) and nothing is written."""
+    due raises ``ExcessNeedsConfirmation`` (worked out under the row lock) and nothing is written;
+    the confirmation carries the amount due it was shown (``expected_due``) and asks again if that
+    changed. Refused while a gateway payment for the invoice is on its way."""
     invoice = _locked(invoice)  # the amount due is checked and changed under the lock
     errors: dict[str, str] = {}
     if invoice.status not in states.PAYABLE:
@@ -613,11 +626,25 @@ def record_manual_payment(invoice: Invoice, amount_text: str, method: str, recei
     if errors:
         db.session.rollback()
         raise InvoiceInvalid(errors)
-    if amount > invoice.amount_due and not confirm_excess:
+    _refuse_while_money_on_its_way(invoice)
+    if amount > invoice.amount_due and (not confirm_excess or (expected_due is not None
+                                                                and expected_due != invoice.amount_due)):
+        # Not confirmed yet, or confirmed for another amount due (a payment arrived meanwhile): ask again.
         excess = ExcessNeedsConfirmation(amount, invoice.amount_due, invoice.currency, invoice.client.name)
         db.session.rollback()  # nothing written; the row lock goes
         raise excess
     return _record_payment(invoice, amount, method, received, reference, actor)
+
+
+def _refuse_while_money_on_its_way(invoice: Invoice) -> None:
+    """Recording money by hand while a bank debit or a saved-card charge for this invoice is on its
+    way would book it twice (and the real money would then be refunded as a late payment)."""
+    from portal.services import payments
+
+    on_its_way = payments.money_on_its_way(invoice)
+    if on_its_way:
+        db.session.rollback()
+        raise ServiceError(f"{on_its_way} Record a payment by hand only if that one fails.")
 
 
 def _record_payment(invoice: Invoice, amount: int, method: str, received: date, reference: str,
@@ -637,8 +664,10 @@ def _record_payment(invoice: Invoice, amount: int, method: str, received: date, 
     return payment
 
 
-def mark_paid(invoice: Invoice, method: str, actor: Actor) -> Payment:
-    """"Mark as paid": record the full amount due as received today, by ``method`` (one click)."""
+def mark_paid(invoice: Invoice, method: str, actor: Actor, expected_due: int | None = None) -> Payment:
+    """"Mark as paid": record the full amount due as received today, by ``method`` (one click).
+    ``expected_due`` is the amount the confirmation showed: if the amount due changed since, nothing
+    is recorded. Refused while a gateway payment for the invoice is on its way."""
     invoice = _locked(invoice)
     if invoice.status not in states.PAYABLE or invoice.amount_due <= 0:
         label = invoice.status_label.lower()
@@ -647,6 +676,11 @@ def mark_paid(invoice: Invoice, method: str, actor: Actor) -> Payment:
     if method not in MANUAL_METHODS:
         db.session.rollback()
         raise InvoiceInvalid({"mark_method": "Choose how it was paid."})
+    if expected_due is not None and expected_due != invoice.amount_due:
+        db.session.rollback()
+        raise ServiceError("The amount due changed since this page was opened: nothing was recorded. "
+                           "Check the invoice, then mark it as paid again.")
+    _refuse_while_money_on_its_way(invoice)
     return _record_payment(invoice, invoice.amount_due, method, clock.today(get_business().timezone), "", actor)
 
 

@@ -118,6 +118,18 @@ def live_attempts(client_id: int, invoice_ids) -> list[Payment]:
     return [p for p in rows if wanted & set(targets(p))]
 
 
+def money_on_its_way(invoice: Invoice) -> str | None:
+    """What is on its way for this invoice through the gateway (a bank debit clearing, a saved-card
+    charge in flight), in words, or None. Staff must not book the same money by hand meanwhile."""
+    for attempt in live_attempts(invoice.client_id, [invoice.id]):
+        if attempt.status == "processing":
+            return (f"A bank payment of {_money(attempt.amount, attempt.currency)} for this invoice is on its way "
+                    "(it takes a few days to clear).")
+        if attempt.payment_method_id is not None:
+            return "A charge on the client's saved payment method for this invoice is in progress."
+    return None
+
+
 class AttemptChanged(ServiceError):
     """An open attempt could not be cancelled: it may have been paid meanwhile."""
 

@@ -106,19 +106,6 @@ def done(token: str):
     return render("pay/done.html", token=token, currency=found.currency, **outcome)
 
 
-@bp.post("/pay/<token>/related/<int:invoice_id>")
-@_limit
-def related(token: str, invoice_id: int):
-    """From a replaced invoice to its replacement, or back: a new link for that invoice (POST, since
-    it issues a token), then its page."""
-    found = _invoice_or_404(token)
-    try:
-        raw = invoice_service.guest_token_for_related(found, invoice_id)
-    except NotFound:
-        abort(404)
-    return redirect(url_for("pay.invoice", token=raw), code=303)
-
-
 @bp.get("/pay/<token>/pdf")
 @_limit
 def invoice_pdf_download(token: str):

@@ -349,7 +349,7 @@ def invoice_payment(invoice_id: int):
     try:
         payment = invoice_service.record_manual_payment(
             invoice, typed["amount"], typed["method"], typed["received_on"], typed["reference"], _actor(),
-            confirm_excess=confirmed)
+            confirm_excess=confirmed, expected_due=_whole_number(request.form.get("expected_due")))
     except InvoiceInvalid as exc:
         return _show(invoice, payment=typed, payment_errors=exc.errors, status=422)
     except ExcessNeedsConfirmation as exc:
@@ -360,6 +360,12 @@ def invoice_payment(invoice_id: int):
         return _back(invoice_id)
     flash(_recorded(invoice, payment), "success")
     return _back(invoice_id)
+
+
+def _whole_number(text: str | None) -> int | None:
+    """A hidden form field holding an amount in minor units (what the page showed), or None."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
 
 
 def _recorded(invoice, payment) -> str:
@@ -376,7 +382,8 @@ def invoice_mark_paid(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
     method = request.form.get("method", "")
     try:
-        payment = invoice_service.mark_paid(invoice, method, _actor())
+        payment = invoice_service.mark_paid(invoice, method, _actor(),
+                                            expected_due=_whole_number(request.form.get("expected_due")))
     except InvoiceInvalid as exc:
         return _show(invoice, mark_errors=exc.errors, status=422)
     except ServiceError as exc:
