@@ -263,7 +263,8 @@ def message_id(delivery: Delivery) -> str:
     created = clock.as_utc(delivery.created_at).strftime("%Y%m%d%H%M%S%f")
     tag = hmac.new(str(config["SECRET_KEY"]).encode(), f"message-id:{delivery.id}:{created}".encode(),
                    hashlib.sha256).hexdigest()[:20]
-    return f"<delivery-{delivery.id}.{tag}@{_mail_domain(config)}>"
+    domain = (delivery.payload or {}).get("message_domain") or mail_domain()
+    return f"<delivery-{delivery.id}.{tag}@{domain}>"
 
 
 FALLBACK_SENDER = "billing@localhost"
@@ -291,13 +292,22 @@ def sender_text() -> str:
     return value
 
 
-def _mail_domain(config) -> str:
+def mail_domain() -> str:
+    """The domain of the sender's address (the Message-ID's right-hand side)."""
+    config = current_app.config
     sender_ = sender()
     address = sender_[1] if isinstance(sender_, (tuple, list)) else parseaddr(sender_)[1]
     domain = address.rpartition("@")[2].strip().strip(">")
     if not domain and config.get("PORTAL_BASE_URL"):
         domain = urlsplit(config["PORTAL_BASE_URL"]).hostname or ""
     return domain or "localhost"
+
+
+def _frozen_sender(value) -> str | tuple[str, str] | None:
+    """The sender kept in the payload at queue time (JSON turns a (name, address) pair into a list)."""
+    if isinstance(value, list) and len(value) == 2:
+        return (str(value[0]), str(value[1]))
+    return value if isinstance(value, str) and value else None
 
 
 def _send_email(delivery: Delivery) -> None:
@@ -314,7 +324,7 @@ def _send_email(delivery: Delivery) -> None:
         recipients=payload["to"],
         body=payload.get("text"),
         html=payload.get("html"),
-        sender=sender(),
+        sender=_frozen_sender(payload.get("sender")) or sender(),
         extra_headers={"X-Portal-Delivery": str(delivery.id)},
     )
     message.msgId = message_id(delivery)

@@ -80,6 +80,8 @@ def queue_email(
     ``attachments`` are specs made at send time (``{"type": "invoice_pdf",
     "invoice_id": 7}``), so a retry attaches the same document.
     """
+    from portal.services.deliveries import mail_domain, sender
+
     subject = render_template(f"emails/{template}.subject.txt", **context).strip()
     html = render_template(f"emails/{template}.html", **context)
     text = render_template(f"emails/{template}.txt", **context)
@@ -88,8 +90,10 @@ def queue_email(
         template=template,
         recipient=to,
         subject=subject,
+        # The sender and the Message-ID's domain are frozen now, so every attempt sends the same
+        # message even if Settings change meanwhile (receivers de-duplicate a retry by its id).
         payload={"to": [to], "subject": subject, "html": html, "text": text, "redact": list(redact or []),
-                 "attachments": list(attachments or [])},
+                 "attachments": list(attachments or []), "sender": sender(), "message_domain": mail_domain()},
         status="pending",
         next_attempt_at=clock.now(),
         created_at=clock.now(),

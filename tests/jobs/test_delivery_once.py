@@ -299,3 +299,28 @@ class TestWorkerWithoutRedis:
         _wait_for(lambda: the_delivery().status == "sent", 30, "the delivery to be marked sent")
         assert worker.alive()
         assert len(faulty_smtp.messages) == 1
+
+
+def test_the_sender_and_message_id_domain_are_frozen_when_the_email_is_queued(app, make):
+    """A retry after the owner changed the business email is still the same message (same id)."""
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import Business, Delivery
+    from portal.services import deliveries
+    from portal.services.events import commit, queue_email
+
+    make.business(name="Tidewater Studio", email="billing@tidewater.example")
+    app.config["MAIL_DEFAULT_SENDER"] = None
+    delivery = queue_email("ana@acme.example", "templated",
+                           {"business": db.session.scalar(select(Business)), "subject": "Hi", "body": "Hello",
+                            "link": None, "label": None})
+    commit()
+    first = deliveries.message_id(delivery)
+    assert first.endswith("@tidewater.example>")
+    business = db.session.scalar(select(Business))
+    business.email = "accounts@elsewhere.example"
+    db.session.commit()
+    again = db.session.get(Delivery, delivery.id)
+    assert deliveries.message_id(again) == first
+    assert again.payload["sender"] == ["Tidewater Studio", "billing@tidewater.example"]
