@@ -43,7 +43,7 @@ AUTOPAY_DAYS = (1, 60)
 RESTRICT_DAYS = (1, 365)
 CARD_NOTICE_DAYS = (1, 90)
 MAX_INVOICE_NUMBER = 2_000_000_000
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -92,7 +92,7 @@ def validate(values: dict) -> dict[str, str]:
     errors: dict[str, str] = {}
     if not (values.get("name") or "").strip():
         errors["name"] = "Enter the business name."
-    if "brand_color" in values and not _HEX.match(values.get("brand_color") or ""):
+    if "brand_color" in values and not _HEX.fullmatch(values.get("brand_color") or ""):
         errors["brand_color"] = "Use a colour like #3355cc."
     if "currency" in values and values.get("currency") not in list_currencies():
         errors["currency"] = "Use a three-letter ISO currency code, like USD or EUR."
@@ -286,7 +286,7 @@ def _luminance(hex_color: str) -> float:
 
 def readable_text_color(hex_color: str | None) -> str:
     """Black or white, whichever reads better on ``hex_color`` (WCAG luminance)."""
-    if not hex_color or not _HEX.match(hex_color):
+    if not hex_color or not _HEX.fullmatch(hex_color):
         return "#ffffff"
     return "#000000" if _luminance(hex_color) > 0.179 else "#ffffff"
 
@@ -301,7 +301,7 @@ def readable_ink_color(hex_color: str | None) -> str:
     """The brand colour as text (links, outline buttons) on the portal's light backgrounds: the colour
     itself when it reaches 4.5:1 on them, else the same hue darkened towards black (5 % steps, as CSS
     ``color-mix(in srgb, colour, black)`` would) until it does. A pale brand stays a background."""
-    if not hex_color or not _HEX.match(hex_color):
+    if not hex_color or not _HEX.fullmatch(hex_color):
         return "#000000"
     background = _luminance(INK_BACKGROUND) + 0.05
     channels = [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]
