@@ -48,6 +48,9 @@ class Widths:
         self.too_wide: list[str] = []
 
     def fits(self, page: Page, what: str) -> int:
+        # After a form post the new page can be measured before its stylesheets apply: wait for them.
+        page.wait_for_load_state("load")
+        page.wait_for_function("[...document.styleSheets].length > 0 && getComputedStyle(document.body).margin !== ''")
         found = page.evaluate(OVERFLOW)
         self.measured.append((what, found["inner"], found["scroll"]))
         if found["scroll"] > found["inner"]:
