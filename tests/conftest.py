@@ -13,27 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from flask.testing import FlaskClient
-from hypothesis import HealthCheck, settings
-from sqlalchemy import text
 
+import tests.support.profiles  # noqa: F401 - registers and loads the Hypothesis profiles
+from tests.support.apps import empty_tables, make_app
 from tests.support.servers import PostgresServer, RedisServer, SmtpServer
 from tests.support.web import post_form
-
-# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (default "ci"). A property test takes its example
-# count from the profile through ``examples(n)``: n, the test's quick count, under "ci" (what `make test`
-# runs); the profile's own count under any other ("long": 10,000, what `make test-long` runs).
-HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-settings.register_profile("ci", max_examples=100)  # Hypothesis's own default, for a test naming no count
-settings.register_profile("long", max_examples=10_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(HYPOTHESIS_PROFILE)
-
-
-def examples(quick: int) -> int:
-    """How many examples a property test runs: ``quick`` under "ci", the loaded profile's count otherwise."""
-    return quick if HYPOTHESIS_PROFILE == "ci" else settings.default.max_examples
-
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -101,41 +85,6 @@ def instance_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("instance")
 
 
-class IsolatedClient(FlaskClient):
-    """A test client whose every request gets a fresh app context.
-
-    The ``app`` fixture keeps an app context pushed for the whole test, and
-    Flask would reuse it for each request, so ``g`` (the signed-in user, the
-    CSRF token) and the DB session would leak from one request, or one
-    client, into the next. In production every request has its own.
-    """
-
-    def open(self, *args, **kwargs):
-        with self.application.app_context():
-            return super().open(*args, **kwargs)
-
-
-def make_app(database_url: str, redis_url: str, instance: Path, **overrides):
-    from portal import create_app
-
-    settings = {
-        "TESTING": True,
-        "SQLALCHEMY_DATABASE_URI": database_url if not database_url.startswith("postgresql://")
-        else "postgresql+psycopg://" + database_url[len("postgresql://"):],
-        "REDIS_URL": redis_url,
-        "EMBEDDED_REDIS": False,
-        "PORTAL_INSTANCE_PATH": str(instance),
-        "SECRET_KEY": "test-secret-key-" + "x" * 32,
-        "PORTAL_BASE_URL": "http://portal.test",
-        "MAIL_SERVER": None,
-        "MAIL_DEFAULT_SENDER": "billing@portal.example",
-    }
-    settings.update(overrides)
-    app = create_app(settings)
-    app.test_client_class = IsolatedClient
-    return app
-
-
 @pytest.fixture(scope="session")
 def migrated(database_url, redis_server, instance_dir):
     """Run the real migrations once per session."""
@@ -166,19 +115,9 @@ def app(migrated, database_url, redis_server, instance_dir, smtp_server, app_set
         from portal.extensions import db
 
         db.session.remove()
-        _empty_tables(db)
+        empty_tables(db)
         db.engine.dispose()
     redis_server.client().flushall()
-
-
-def _empty_tables(db) -> None:
-    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
-    with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(text(f'DELETE FROM "{table}"'))
 
 
 @pytest.fixture
@@ -218,56 +157,12 @@ def run_worker(app, redis_server):
 
 # People ----------------------------------------------------------------------------
 
-class Factory:
-    """Makes the people tests need, through the same services the app uses."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def staff(self, email="staff@portal.example", password="correct horse battery", role="staff", name="Sam Staff"):
-        from portal.services.auth import create_staff
-
-        user = create_staff(email, password, role=role, name=name)
-        user.plain_password = password
-        return user
-
-    def owner(self, email="owner@portal.example", password="correct horse battery", name="Olivia Owner"):
-        return self.staff(email=email, password=password, role="owner", name=name)
-
-    def client(self, name="Acme Ltd", contacts=None):
-        from portal.services.clients import create_client
-        from portal.services.events import SYSTEM
-
-        contacts = contacts or [{"name": "Ana Ribeiro", "email": "ana@acme.example", "receives_invoices": True}]
-        return create_client({"name": name, "kind": "company"}, contacts, SYSTEM)
-
-    def contact_with_login(self, email="ana@acme.example", password="client password 1", client_name="Acme Ltd"):
-        from portal.extensions import db
-        from portal.services.passwords import hash_password
-
-        client = self.client(name=client_name, contacts=[{"name": "Ana Ribeiro", "email": email,
-                                                          "receives_invoices": True}])
-        contact = client.contacts[0]
-        contact.portal_access = True
-        contact.password_hash = hash_password(password)
-        db.session.commit()
-        contact.plain_password = password
-        return contact
-
-    def business(self, **values):
-        from portal.extensions import db
-        from portal.services.settings import get_business
-
-        business = get_business()
-        for key, value in values.items():
-            setattr(business, key, value)
-        db.session.commit()
-        return business
-
-
 @pytest.fixture
-def make(app) -> Factory:
-    return Factory(app)
+def make(app):
+    """The builders of tests.support.make (people, catalogue, invoices, payments), once the app is up."""
+    from tests.support import make as builders
+
+    return builders
 
 
 class AuthActions:

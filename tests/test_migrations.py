@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import inspect
 
 from portal.config import PROJECT_ROOT
-from tests.conftest import make_app
+from tests.support.apps import make_app
 
 FLASK = str(Path(sys.executable).parent / "flask")
 

@@ -17,7 +17,7 @@ from portal.extensions import db
 from portal.models import Invoice
 from portal.services import invoices
 from portal.services.events import Actor
-from tests.e2e.test_journeys import BRAND, problems  # noqa: F401 - the fixture is used by name
+from tests.support.browser import BRAND
 from tests.support.web import email_text, links
 
 pytestmark = pytest.mark.browser
@@ -101,7 +101,7 @@ def expect_thank_you(page: Page, pay_path: str, number: str) -> None:
 
 
 def test_guest_pays_the_emailed_invoice_with_a_test_card(
-        page, problems, make, run_worker, smtp_server, live_server):  # noqa: F811
+        page, problems, make, run_worker, smtp_server, live_server):
     invoice_id, number = send_invoice(make)
     assert invoice_row(invoice_id).status == "open"
     assert run_worker() >= 1
@@ -134,7 +134,7 @@ def test_guest_pays_the_emailed_invoice_with_a_test_card(
 
 
 def test_a_declined_card_says_so_and_a_retry_on_the_same_page_pays(
-        page, problems, make, run_worker, smtp_server, live_server):  # noqa: F811
+        page, problems, make, run_worker, smtp_server, live_server):
     invoice_id, number = send_invoice(make)
     run_worker()
     pay_path = emailed_pay_path(smtp_server, live_server)

@@ -15,7 +15,7 @@ from portal.billing.money import format_money
 from portal.extensions import db
 from portal.models import Service, TaxRate
 from portal.services import invoices
-from tests.e2e.test_journeys import BRAND, problems, sign_in  # noqa: F401 - the fixture is used by name
+from tests.support.browser import BRAND, sign_in
 from tests.support.web import email_text, links
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,7 @@ def expected_total(lines: list[dict], **header) -> str:
 
 
 def test_staff_build_and_send_an_invoice_and_the_guest_sees_the_same_total(
-        page, problems, make, run_worker, smtp_server, live_server):  # noqa: F811
+        page, problems, make, run_worker, smtp_server, live_server):
     make.business(name="Tidewater Studio", brand_color=BRAND, currency="EUR", invoice_number_format="INV-{seq:04d}")
     vat = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
     db.session.add(vat)

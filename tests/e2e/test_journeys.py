@@ -4,62 +4,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import expect
+
+from tests.support.browser import BRAND, BRAND_RGB, Problems, sign_in
 
 pytestmark = pytest.mark.browser
-
-BRAND = "#0f766e"
-BRAND_RGB = "rgb(15, 118, 110)"
-
-
-class Problems:
-    """Console errors (Chromium reports CSP violations there) and uncaught page errors."""
-
-    def __init__(self):
-        self.messages: list[str] = []
-        self.expected: list[tuple[int, str]] = []
-
-    def expect_error_status(self, status: int, path: str) -> None:
-        """The test opens ``path`` knowing it answers ``status``; Chromium logs that as an error."""
-        self.expected.append((status, path))
-
-    def watch(self, page: Page) -> Page:
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
-        # Report violations from the page's own event too, in case the console wording changes.
-        page.add_init_script(
-            "document.addEventListener('securitypolicyviolation', e => "
-            "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));"
-        )
-        return page
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type != "error":
-            return
-        where = message.location.get("url") or ""
-        if message.text.startswith("Failed to load resource") and any(
-                f"status of {status} " in message.text and where.split("?")[0].endswith(path)
-                for status, path in self.expected):
-            return
-        self.messages.append(f"console: {message.text} ({where})")
-
-    def assert_none(self) -> None:
-        assert self.messages == [], "\n".join(self.messages)
-
-
-@pytest.fixture
-def problems(page) -> Problems:
-    found = Problems()
-    found.watch(page)
-    yield found
-    found.assert_none()
-
-
-def sign_in(page: Page, area: str, email: str, password: str) -> None:
-    page.goto(f"/{area}/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_staff_signs_in_sees_dashboard_and_signs_out(page, problems, make):

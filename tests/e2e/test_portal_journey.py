@@ -20,7 +20,7 @@ from portal.extensions import db
 from portal.models import Invoice, Payment, PaymentAllocation
 from portal.services import invoices
 from portal.services.events import Actor
-from tests.e2e.test_journeys import BRAND, problems  # noqa: F401 - the fixture is used by name
+from tests.support.browser import BRAND
 
 pytestmark = pytest.mark.browser
 
@@ -92,7 +92,7 @@ def studio(make):
 
 
 def test_contact_adds_a_card_pays_one_invoice_then_pays_all_and_sees_receipts_and_history(
-        page, problems, studio):  # noqa: F811
+        page, problems, studio):
     late_id, late = studio["late"]
     middle_id, middle = studio["middle"]
     soon_id, soon = studio["soon"]

@@ -13,7 +13,7 @@ from portal.extensions import db
 from portal.models import Payment
 from portal.services import invoices
 from portal.services.events import Actor
-from tests.e2e.test_journeys import BRAND, problems, sign_in  # noqa: F401 - the fixture is used by name
+from tests.support.browser import BRAND, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +27,7 @@ def _invoice(client, price: str):
     return invoices.finalize(draft, STAFF)
 
 
-def test_mark_as_paid_void_and_refund_ask_in_the_dialog(page, problems, make, live_server):  # noqa: F811
+def test_mark_as_paid_void_and_refund_ask_in_the_dialog(page, problems, make, live_server):
     make.business(name="Tidewater Studio", brand_color=BRAND, currency="EUR", invoice_number_format="INV-{seq:04d}")
     acme = make.client(name="Acme Ltd")
     paid_id = _invoice(acme, "40.00").id

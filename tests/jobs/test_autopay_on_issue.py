@@ -14,7 +14,7 @@ from portal.models import Client, Invoice, Payment
 from portal.queues import redis_connection
 from portal.services import invoices, payment_methods, payments
 from portal.services.events import Actor
-from tests.jobs.helpers import tick
+from tests.support.jobs import tick
 
 STAFF = Actor("staff", None, "staff@portal.example")
 

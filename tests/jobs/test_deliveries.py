@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from portal import clock
-from tests.jobs.helpers import (
+from tests.support.jobs import (
     RESET_PATH,
     STAFF_EMAIL,
     deliveries,

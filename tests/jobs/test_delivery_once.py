@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from portal import clock
-from tests.jobs.helpers import STAFF_EMAIL, deliveries, request_staff_reset, the_delivery, tick
+from tests.support.jobs import STAFF_EMAIL, deliveries, request_staff_reset, the_delivery, tick
 from tests.support.faulty_smtp import FaultySmtpServer
 from tests.support.servers import RedisServer
 

@@ -12,7 +12,7 @@ from portal.extensions import db
 from portal.models import Contact, Event, PaymentMethod
 from portal.services import payment_methods
 from portal.services.events import Actor
-from tests.jobs.helpers import deliveries, tick
+from tests.support.jobs import deliveries, tick
 from tests.support.web import email_text, links, post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")

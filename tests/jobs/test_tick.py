@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from portal import clock
-from tests.jobs.helpers import STAFF_EMAIL, deliveries, the_delivery, tick
+from tests.support.jobs import STAFF_EMAIL, deliveries, the_delivery, tick
 from tests.support.web import email_text
 
 

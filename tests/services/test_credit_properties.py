@@ -41,7 +41,8 @@ from portal.models import Client, CreditEntry, Invoice, Payment, PaymentAllocati
 from portal.services import credits, invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
-from tests.conftest import _empty_tables, examples
+from tests.support.apps import empty_tables
+from tests.support.profiles import examples
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CURRENCIES = ("EUR", "USD")
@@ -75,7 +76,7 @@ class Books:
 
     def __init__(self, make, business_auto: bool):
         db.session.remove()
-        _empty_tables(db)
+        empty_tables(db)
         make.business(name="Tidewater Studio", currency="EUR", auto_apply_credit=business_auto)
         self.client_id = make.client().id
         self.invoice_ids: list[int] = []

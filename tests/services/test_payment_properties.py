@@ -51,7 +51,8 @@ from portal.models import CreditEntry, Invoice, Payment, PaymentAllocation, Refu
 from portal.services import credit_notes, credits, invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
-from tests.conftest import _empty_tables, examples
+from tests.support.apps import empty_tables
+from tests.support.profiles import examples
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CONTACT = Actor("contact", None, "x")
@@ -87,7 +88,7 @@ class World:
 
     def __init__(self, make, redis_server, refund_late: bool, amounts: list[int]):
         db.session.remove()
-        _empty_tables(db)
+        empty_tables(db)
         redis_server.client().flushall()  # the sandbox's intents and idempotency keys, the queued jobs
         make.business(name="Tidewater Studio", currency="EUR", refund_late_payments=refund_late)
         client = make.client()

@@ -40,3 +40,11 @@ def email_text(message: Message) -> str:
 
 def links(text: str) -> list[str]:
     return _LINK.findall(text)
+
+
+def text_of(response) -> str:
+    """The page's visible text: scripts, styles and tags removed, ``&amp;`` and ``&#39;`` decoded,
+    whitespace collapsed."""
+    html = response.get_data(as_text=True)
+    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())

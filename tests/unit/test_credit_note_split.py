@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portal.billing.credit_notes import Room, Split, check_split, parse_split
-from tests.conftest import examples
+from tests.support.profiles import examples
 
 PAID_100 = Room(total=10000, amount_due=0, received=10000)
 OPEN_100 = Room(total=10000, amount_due=10000, received=0)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from portal.billing.invoice_math import Discount, Line, TaxRate, allocate, amount_due, compute
 from portal.billing.money import round_half_up
-from tests.conftest import examples
+from tests.support.profiles import examples
 
 rates = st.builds(
     TaxRate,

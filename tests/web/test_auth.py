@@ -321,7 +321,7 @@ def test_session_cookie_is_httponly_and_samesite_lax(make, client, auth):
 
 def test_session_cookie_is_secure_in_production(app, database_url, redis_server, instance_dir):
     from portal.extensions import db
-    from tests.conftest import make_app
+    from tests.support.apps import make_app
 
     prod = make_app(database_url, redis_server.url, instance_dir, PRODUCTION=True, PORTAL_ENV="production",
                     SESSION_COOKIE_SECURE=True, REMEMBER_COOKIE_SECURE=True,

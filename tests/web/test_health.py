@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_app
+from tests.support.apps import make_app
 from tests.support.servers import free_port
 
 

@@ -13,8 +13,8 @@ from portal.gateways import get_gateway
 from portal.gateways.base import GatewayError
 from portal.models import Client, Event, PaymentMethod
 from portal.services import payment_methods
-from tests.support.web import post_form
-from tests.web.test_portal_pay_history_profile import second_contact, text_of
+from tests.support import make
+from tests.support.web import post_form, text_of
 
 VISA = "4242 4242 4242 4242"
 MASTERCARD = "5555 5555 5555 4444"
@@ -228,7 +228,7 @@ def test_a_removed_method_cannot_be_made_default_or_removed_again(contact, clien
 
 def test_every_contact_of_the_client_sees_the_same_methods(contact, client, app):
     add_card(client, VISA)
-    second_contact(contact)
+    make.contact(contact.client, password="client password 2")
     other = app.test_client()
     assert post_form(other, "/portal/login", {"email": "ben@acme.example",
                                               "password": "client password 2"}).status_code == 302

@@ -13,20 +13,18 @@ from sqlalchemy import func, select
 from portal import clock
 from portal.extensions import db
 from portal.models import CreditEntry, CreditNote, Invoice, Payment, PaymentMethod, Refund, UserSession
-from portal.services import invoices
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import csrf_token
-from tests.web.test_portal_pay_history_profile import invoice_for, second_contact
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
 
 def records_of(client_row) -> dict:
     """One record of each kind a portal route can name, for this client."""
-    invoice = invoice_for(client_row, amount="120.00")
-    payment = invoices.record_manual_payment(db.session.get(Invoice, invoice.id), "150.00", "wire", "", "REF",
-                                             STAFF)
-    open_invoice = invoice_for(client_row, amount="80.00")
+    invoice = make.invoice(client_row, "120.00")
+    payment = make.payment(db.session.get(Invoice, invoice.id), "150.00", reference="REF")
+    open_invoice = make.invoice(client_row, "80.00")
     method = PaymentMethod(client_id=client_row.id, gateway="sandbox", gateway_method_id=f"pm_sbx_{client_row.id}",
                            type="card", brand="visa", last4="4242", exp_month=12, exp_year=2030, is_default=True,
                            created_at=clock.now())
@@ -138,6 +136,6 @@ def test_contacts_of_one_client_see_the_same_records(app, client, auth, world):
     first = statuses()
     assert all(code < 400 for code in first.values()), first
     auth.logout_contact()
-    ben = second_contact(world["contact"])
+    ben = make.contact(world["contact"].client, password="client password 2")
     assert auth.login_contact(ben.email, "client password 2").status_code == 302
     assert statuses() == first

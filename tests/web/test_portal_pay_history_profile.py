@@ -7,27 +7,14 @@ import pytest
 
 from portal.extensions import db
 from portal.models import Contact, Invoice
-from portal.services import invoices, payments
+from portal.services import payments
 from portal.services.events import Actor
-from portal.services.passwords import hash_password
-from tests.support.web import csrf_token, post_form
+from tests.support import make
+from tests.support.web import csrf_token, post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 VISA = "4242 4242 4242 4242"
 DECLINED = "4000 0000 0000 0002"
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
-
-
-def invoice_for(client_row, amount="100.00", finalize=True) -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF) if finalize else draft
 
 
 @pytest.fixture
@@ -35,11 +22,11 @@ def setup(make, client, auth):
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
     contact = make.contact_with_login()
-    mine = invoice_for(contact.client)
+    mine = make.invoice(contact.client)
     other_client = make.client(name="Other Co", contacts=[{"name": "Olu", "email": "olu@other.example",
                                                            "receives_invoices": True}])
-    theirs = invoice_for(other_client)
-    draft = invoice_for(contact.client, finalize=False)
+    theirs = make.invoice(other_client)
+    draft = make.invoice(contact.client, status="draft")
     db.session.commit()
     assert auth.login_contact().status_code == 302
     return {"contact": contact, "mine": mine.id, "number": mine.number, "theirs": theirs.id, "draft": draft.id}
@@ -49,14 +36,6 @@ def pay(client, invoice_id, **fields):
     page = f"/portal/invoices/{invoice_id}"
     data = {"method": "card", **fields, "csrf_token": csrf_token(client, "/portal/")}
     return client.post(f"{page}/pay", data=data)
-
-
-def second_contact(contact, email="ben@acme.example", password="client password 2") -> Contact:
-    other = Contact(client_id=contact.client_id, name="Ben Okafor", email=email, portal_access=True,
-                    password_hash=hash_password(password))
-    db.session.add(other)
-    db.session.commit()
-    return other
 
 
 # Paying in place -------------------------------------------------------------------------------
@@ -137,7 +116,7 @@ def test_history_is_empty_at_first_and_in_the_nav(setup, client):
 
 def test_a_second_contact_of_the_same_client_sees_the_same_invoices_and_history(setup, client, app):
     pay(client, setup["mine"], card_number=VISA, expiry="12/34", cvc="123")
-    second_contact(setup["contact"])
+    make.contact(setup["contact"].client, password="client password 2")
     other = app.test_client()
     assert post_form(other, "/portal/login", {"email": "ben@acme.example",
                                               "password": "client password 2"}).status_code == 302
@@ -162,7 +141,7 @@ def test_history_is_newest_first_and_paginated(setup, client):
     contact = setup["contact"]
     ids = []
     for n in range(22):
-        ids.append(invoice_for(contact.client, amount=f"{n + 1}.00").id)
+        ids.append(make.invoice(contact.client, f"{n + 1}.00").id)
     db.session.commit()
     for invoice_id in ids:
         payments.pay_in_sandbox(invoice_id, "card", VISA)

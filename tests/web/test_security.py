@@ -273,7 +273,7 @@ def test_token_pages_send_no_referrer(app, make, client):
 
 def test_hsts_only_in_production(app, client, database_url, redis_server, instance_dir):
     from portal.extensions import db
-    from tests.conftest import make_app
+    from tests.support.apps import make_app
 
     assert "Strict-Transport-Security" not in client.get("/staff/login").headers
 

@@ -13,7 +13,7 @@ from portal.extensions import db
 from portal.models import Invoice, Payment
 from portal.services import invoices
 from portal.services.events import Actor
-from tests.conftest import make_app
+from tests.support.apps import make_app
 from tests.support.servers import free_port
 from tests.support.web import csrf_token
 

@@ -21,7 +21,7 @@ from portal.gateways import base
 from portal.models import WebhookEvent
 from portal.services import invoices, payments
 from portal.services.events import Actor
-from tests.conftest import examples
+from tests.support.profiles import examples
 from tests.support.fake_stripe import FakeStripe, build_event, sign_payload
 
 STAFF = Actor("staff", None, "staff@portal.example")
