@@ -35,7 +35,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     if overrides:
         settings.update(overrides)
         if "REDIS_URL" in overrides and "RATELIMIT_STORAGE_URI" not in overrides:
-            settings["RATELIMIT_STORAGE_URI"] = config_module._limiter_uri(overrides["REDIS_URL"])
+            settings["RATELIMIT_STORAGE_URI"] = config_module.limiter_uri(overrides["REDIS_URL"])
 
     instance = Path(settings["PORTAL_INSTANCE_PATH"])
     instance.mkdir(parents=True, exist_ok=True)
@@ -71,6 +71,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
 
+    # The services' session hooks (deliveries handed to RQ after commit, stale payment attempts,
+    # autopay due now) and the email attachment renderers register when their modules are imported.
+    from portal.services import autopay, credit_notes, deliveries, invoice_documents, payments  # noqa: F401
     from portal.web import init_app as init_web
 
     init_web(app)

@@ -169,7 +169,7 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         "WTF_CSRF_SSL_STRICT": production,
         # Rate limits (Flask-Limiter, Redis storage).
-        "RATELIMIT_STORAGE_URI": _limiter_uri(redis_url),
+        "RATELIMIT_STORAGE_URI": limiter_uri(redis_url),
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_LOGIN": env.get("PORTAL_RATELIMIT_LOGIN", "10 per minute;50 per hour"),
         "RATELIMIT_RESET": env.get("PORTAL_RATELIMIT_RESET", "5 per minute;20 per hour"),
@@ -201,7 +201,7 @@ def from_environment(env: dict[str, str] | None = None) -> dict:
     }
 
 
-def _limiter_uri(redis_url: str) -> str:
+def limiter_uri(redis_url: str) -> str:
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url[len("unix://"):]
     return redis_url

@@ -1,9 +1,12 @@
-"""Autopay jobs (queue ``default``, retried by RQ; the tick's ``autopay`` step is the backstop)."""
+"""Autopay jobs (queue ``default``, job id ``autopay-<invoice id>``, retried by RQ with backoff; the
+tick's ``autopay`` step enqueues them and is the backstop for a lost one)."""
+from datetime import datetime
+
 from portal.jobs import job
 from portal.services import autopay
 
 
 @job
-def charge(invoice_id: int) -> int:
-    """Charge an invoice issued with autopay due today (once: the claim makes a repeat a no-op)."""
-    return autopay.charge_now(invoice_id)
+def charge(invoice_id: int, at: str | None = None) -> int:
+    """Charge an invoice whose autopay day has come (once: the claim makes a repeat a no-op)."""
+    return autopay.charge_now(invoice_id, datetime.fromisoformat(at) if at else None)

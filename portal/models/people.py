@@ -16,7 +16,7 @@ from portal.models.types import UTCDateTime
 STAFF_ROLES = ("owner", "staff")
 
 
-def _nonce() -> str:
+def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
@@ -31,7 +31,7 @@ class StaffUser(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(20), default="staff")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Rotated on password change: every other session of this user ends.
-    session_nonce: Mapped[str] = mapped_column(String(32), default=_nonce)
+    session_nonce: Mapped[str] = mapped_column(String(32), default=new_nonce)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -103,7 +103,7 @@ class Contact(UserMixin, db.Model):
     receives_invoices: Mapped[bool] = mapped_column(Boolean, default=True)
     portal_access: Mapped[bool] = mapped_column(Boolean, default=False)
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    session_nonce: Mapped[str] = mapped_column(String(32), default=_nonce)
+    session_nonce: Mapped[str] = mapped_column(String(32), default=new_nonce)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

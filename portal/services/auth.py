@@ -12,12 +12,17 @@ from sqlalchemy import func, select
 from portal import clock
 from portal.extensions import db
 from portal.models import Contact, StaffUser
-from portal.models.people import STAFF_ROLES, _nonce
+from portal.models.people import STAFF_ROLES, new_nonce
 from portal.services import sessions, tokens
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import SYSTEM, Actor, commit, queue_email, record_event
 from portal.services.links import external_url
-from portal.services.passwords import hash_password, needs_rehash, password_problem, verify_password
+from portal.services.passwords import (
+    hash_password,
+    needs_rehash,
+    password_problem,
+    verify_password,
+)
 from portal.services.settings import get_business
 
 PRINCIPALS = {"staff": StaffUser, "contact": Contact}
@@ -44,7 +49,7 @@ def _find_staff(email: str) -> StaffUser | None:
     return db.session.scalar(select(StaffUser).where(StaffUser.email == normalise_email(email)))
 
 
-def _find_portal_contact(email: str) -> Contact | None:
+def find_portal_contact(email: str) -> Contact | None:
     return db.session.scalar(
         select(Contact)
         .where(func.lower(Contact.email) == normalise_email(email), Contact.portal_access.is_(True))
@@ -54,7 +59,7 @@ def _find_portal_contact(email: str) -> Contact | None:
 
 
 def _find(kind: str, email: str):
-    return _find_staff(email) if kind == "staff" else _find_portal_contact(email)
+    return _find_staff(email) if kind == "staff" else find_portal_contact(email)
 
 
 def authenticate(kind: str, email: str, password: str):
@@ -126,7 +131,7 @@ def _set_password(principal, password: str) -> None:
     if problem:
         raise ServiceError(problem, field="password")
     principal.password_hash = hash_password(password)
-    principal.session_nonce = _nonce()  # ends every other session
+    principal.session_nonce = new_nonce()  # ends every other session
 
 
 def reset_password(kind: str, raw: str, password: str):
@@ -187,7 +192,7 @@ def deactivate_staff(user: StaffUser, actor: Actor) -> StaffUser:
             raise ServiceError("The business needs at least one active owner.")
     if user.active:
         user.active = False
-        user.session_nonce = _nonce()
+        user.session_nonce = new_nonce()
         tokens.revoke_all("password_reset", user)
         ended = sessions.end_all(user, "deactivated")
         record_event("staff.deactivated", "staff", user.id, actor, before={"active": True}, after={"active": False},
@@ -205,7 +210,7 @@ def reactivate_staff(user: StaffUser, actor: Actor) -> StaffUser:
 
 
 def _portal_email_taken(contact: Contact) -> bool:
-    other = _find_portal_contact(contact.email)
+    other = find_portal_contact(contact.email)
     return other is not None and other.id != contact.id
 
 
@@ -287,7 +292,7 @@ def use_portal_link(raw: str) -> Contact:
 
 def revoke_portal_access(contact: Contact, actor: Actor) -> None:
     contact.portal_access = False
-    contact.session_nonce = _nonce()
+    contact.session_nonce = new_nonce()
     for purpose in ("portal_invite", "portal_link", "password_reset"):
         tokens.revoke_all(purpose, contact)
     sessions.end_all(contact, "access_revoked")

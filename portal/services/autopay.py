@@ -33,47 +33,28 @@ from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.gateways.base import GatewayError
 from portal.models import Invoice, Payment
-from portal.services import payments
+from portal.queues import enqueue_job
+from portal.services import locks
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
+from portal.services.payment_methods import (
+    default_method,
+    method_fits,
+    method_label,
+    usable_method,
+)
+from portal.services.payments import (
+    apply_intent,
+    clear_the_way,
+    notify_failure,
+    refuse_unpayable,
+)
 from portal.services.settings import get_business
 
 log = logging.getLogger(__name__)
 AUTOPAY = Actor("system", None, "autopay")
 TIMINGS = ("on_issue", "on_due_date", "days_before_due")
 BATCH = 200
-
-
-# Which saved method ------------------------------------------------------------------------------
-
-def _default_method(client_id: int):
-    from portal.services import payment_methods
-
-    return payment_methods.default_method(client_id)
-
-
-def method_fits(method, currency: str) -> bool:
-    """Whether a saved method can be charged for an amount in ``currency`` on today's gateway."""
-    if method is None or method.removed_at is not None or method.gateway != get_gateway().name:
-        return False
-    if method.type == "sepa_debit":
-        return currency == "EUR"
-    if method.type == "us_bank_account":
-        return currency == "USD"
-    return True
-
-
-def usable_method(client_id: int, currency: str):
-    """The client's default saved method if it can pay in ``currency`` (else None)."""
-    method = _default_method(client_id)
-    return method if method_fits(method, currency) else None
-
-
-def method_label(method) -> str:
-    """``VISA •••• 4242`` for a card, ``<bank> •••• 6789`` for an account."""
-    if method.type == "card":
-        return f"{(method.brand or 'card').upper()} •••• {method.last4 or '????'}"
-    return f"{method.bank_name or 'Bank account'} •••• {method.last4 or '????'}"
 
 
 # Autopay's day ----------------------------------------------------------------------------------
@@ -117,7 +98,7 @@ def _charge_after_commit(session) -> None:
     due_now = session.info.pop("portal_autopay_now", None)
     if due_now and has_app_context():
         for invoice_id in sorted(due_now):
-            payments.enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
+            enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
 
 
 @event.listens_for(Session, "after_rollback")
@@ -130,7 +111,7 @@ def _forget_due_now(session) -> None:
 def _clear_the_way(invoice: Invoice, actor: Actor) -> None:
     """Under the invoice's lock: the one-live-attempt rule (``payments.clear_the_way``): refuse if
     money is already on its way; cancel a payer's open browser attempt (it could otherwise succeed too)."""
-    payments.clear_the_way([invoice], actor)
+    clear_the_way([invoice], actor)
 
 
 def _charge(invoice: Invoice, method, key: str, actor: Actor) -> Payment:
@@ -153,7 +134,7 @@ def _charge(invoice: Invoice, method, key: str, actor: Actor) -> Payment:
     record_event("payment.started", "invoice", invoice.id, actor,
                  data={"payment_id": payment.id, "amount": payment.amount, "gateway": gateway.name,
                        "payment_method_id": method.id, "method": method_label(method), "off_session": True})
-    return payments.apply_intent(intent, actor)
+    return apply_intent(intent, actor)
 
 
 def _attempt_key(invoice: Invoice) -> str:
@@ -166,10 +147,10 @@ def _attempt_key(invoice: Invoice) -> str:
 def attempt_card(invoice_id: int, actor: Actor) -> Payment:
     """Staff's "Attempt card for payment": charge the client's default saved method off-session
     for the amount due. Returns the payment (succeeded, processing, or failed with the reason)."""
-    invoice = payments.lock_invoice(invoice_id)
+    invoice = locks.invoice(invoice_id)
     try:
-        payments.refuse_unpayable(invoice)
-        method = _default_method(invoice.client_id)
+        refuse_unpayable(invoice)
+        method = default_method(invoice.client_id)
         if method is None:
             raise ServiceError("No saved payment method on file.")
         if not method_fits(method, invoice.currency):
@@ -187,26 +168,25 @@ def attempt_card(invoice_id: int, actor: Actor) -> Payment:
 
 # The tick -----------------------------------------------------------------------------------------
 
-def run_due(at: datetime) -> int:
-    """The tick's step: charge invoices whose autopay day has come (in the business's timezone),
-    once each; a backlog after downtime is caught up once. Returns how many were attempted."""
+def enqueue_due(at: datetime) -> int:
+    """The tick's ``autopay`` step: the invoices whose autopay day has come (in the business's
+    timezone), each handed to RQ as one job (``jobs.autopay.charge``, job id ``autopay-<id>``,
+    retried with backoff). The job's claim makes a repeat a no-op, so a backlog after downtime is
+    caught up once. Returns how many jobs were handed over."""
     today = clock.as_utc(at).astimezone(ZoneInfo(get_business().timezone)).date()
     due = db.session.scalars(
         select(Invoice.id).where(*_due(today)).order_by(Invoice.autopay_on, Invoice.id).limit(BATCH)).all()
-    attempted = 0
-    for invoice_id in due:
-        try:
-            attempted += _autopay_one(invoice_id, at, today)
-        except Exception:  # one invoice's trouble must not stop the others
-            log.exception("autopay failed for invoice %s", invoice_id)
-            db.session.rollback()
-    return attempted
+    db.session.rollback()  # only read
+    return sum(enqueue_job("portal.jobs.autopay.charge", invoice_id, clock.as_utc(at).isoformat(),
+                           job_id=f"autopay-{invoice_id}") for invoice_id in due)
 
 
-def charge_now(invoice_id: int) -> int:
-    """The job queued when an invoice is issued with its autopay day already here: the tick's claim
-    and charge for this one invoice (1 if it was attempted; 0 if already claimed, paid, or not due)."""
-    at = clock.now()
+def charge_now(invoice_id: int, at: datetime | None = None) -> int:
+    """The job: claim and charge one invoice whose autopay day has come, as of ``at`` (default now):
+    queued by the tick's step, or when an invoice is issued with its autopay day already here.
+    1 if it was attempted; 0 if already claimed, paid, not due, or a retryable gateway error undid
+    the claim (the next tick enqueues it again, with the same idempotency key)."""
+    at = at or clock.now()
     today = clock.as_utc(at).astimezone(ZoneInfo(get_business().timezone)).date()
     return _autopay_one(invoice_id, at, today)
 
@@ -223,7 +203,7 @@ def _autopay_one(invoice_id: int, at: datetime, today: date) -> int:
     if claimed != 1:  # another tick has it, or it was paid or unscheduled meanwhile
         db.session.rollback()
         return 0
-    invoice = payments.lock_invoice(invoice_id)
+    invoice = locks.invoice(invoice_id)
     client = invoice.client
     method = usable_method(client.id, invoice.currency) if client.autopay else None
     if method is None:
@@ -254,7 +234,7 @@ def _autopay_one(invoice_id: int, at: datetime, today: date) -> int:
 def _refused(invoice_id: int, method, key: str, exc: GatewayError, at: datetime) -> None:
     """The gateway refused the charge outright (no intent): claim the invoice, keep a failed
     payment with the reason, and tell the client, who then pays by hand."""
-    invoice = payments.lock_invoice(invoice_id)
+    invoice = locks.invoice(invoice_id)
     if invoice.autopay_attempted_at is not None:
         db.session.rollback()
         return
@@ -267,7 +247,7 @@ def _refused(invoice_id: int, method, key: str, exc: GatewayError, at: datetime)
     )
     db.session.add(payment)
     db.session.flush()
-    payments._notify_failure(payment, AUTOPAY)
+    notify_failure(payment, AUTOPAY)
     commit()
 
 
@@ -280,7 +260,7 @@ def invoice_panel(invoice: Invoice) -> dict | None:
     payable = invoice.status in states.PAYABLE and invoice.amount_due > 0
     if not payable and invoice.autopay_on is None:
         return None
-    method = _default_method(invoice.client_id)
+    method = default_method(invoice.client_id)
     in_flight = db.session.scalar(
         select(Payment).where(Payment.invoice_id == invoice.id, Payment.gateway.is_not(None),
                               Payment.status == "processing").limit(1))

@@ -20,6 +20,7 @@ from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
 from portal.services.settings import get_business
 
+
 class ChargeInvalid(CatalogueInvalid):
     """Bad input: ``errors`` maps a field name to its message."""
 

@@ -18,21 +18,27 @@ Rules kept here (the split's arithmetic is ``billing.credit_notes``):
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
-from weasyprint import HTML
-
-from flask import render_template
+from sqlalchemy import func, select
 
 from portal import clock
 from portal.billing import states
 from portal.billing.credit_notes import PARTS, Room, Split, check_split, parse_split
-from portal.billing.money import MoneyError, format_money, to_minor
+from portal.billing.money import MoneyError, to_minor
 from portal.extensions import db
-from portal.models import Business, Client, CreditNote, Invoice, Payment, Refund
+from portal.models import Client, CreditNote, Invoice, Payment, Refund
 from portal.models.credits import CREDIT_NOTE_REASONS
-from portal.services import credits, payments
+from portal.services import (
+    attachments,
+    credits,
+    formats,
+    locks,
+    numbering,
+    payments,
+    pdf,
+)
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, queue_email, record_event, rollback
+from portal.services.invoice_documents import snapshot_business, snapshot_client
 from portal.services.settings import get_business
 
 CREDITABLE = (states.OPEN, states.OVERDUE, states.PAID, states.UNCOLLECTIBLE)
@@ -125,29 +131,6 @@ def invoice_panel(invoice: Invoice, typed: dict | None = None, errors: dict | No
 
 # Issuing ----------------------------------------------------------------------------------------
 
-def _take_number() -> tuple[int, str]:
-    """The next credit note number, gapless: an atomic UPDATE … RETURNING holds the business row's
-    lock until this transaction commits, so concurrent issues queue behind it."""
-    business = get_business()
-    new_next = db.session.execute(
-        update(Business).where(Business.id == business.id)
-        .values(credit_note_next_number=Business.credit_note_next_number + 1)
-        .returning(Business.credit_note_next_number)
-    ).scalar_one()
-    db.session.refresh(business)
-    seq = new_next - 1
-    today = clock.today(business.timezone)
-    return seq, states.format_number(business.credit_note_number_format, seq, today.year, today.month)
-
-
-def _lock_invoice(invoice_id: int) -> Invoice:
-    invoice = db.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-                                .execution_options(populate_existing=True))
-    if invoice is None:
-        raise NotFound("No such invoice.")
-    return invoice
-
-
 def _refuse_uncreditable(invoice: Invoice) -> None:
     if invoice.status not in CREDITABLE:
         raise ServiceError(f"An invoice that is {invoice.status_label.lower()} takes no credit notes."
@@ -183,7 +166,7 @@ def issue(invoice_id: int, typed: dict[str, str], actor: Actor) -> CreditNote:
     if len(memo) > MEMO_MAX:
         errors["memo"] = f"Keep the memo under {MEMO_MAX} characters."
     payment = _payment_of(invoice_id, typed.get("payment_id", "")) if split.to_refund > 0 else None
-    invoice = _lock_invoice(invoice_id)
+    invoice = locks.invoice(invoice_id)
     try:
         _refuse_uncreditable(invoice)
         refundable = payments.refundable(payment, invoice.id)["invoice"] if payment is not None else None
@@ -215,8 +198,8 @@ def refund_payment(invoice_id: int, payment_id: int, amount_text: str, reason_te
     if reason not in CREDIT_NOTE_REASONS:
         reason = "other"
     memo = (reason_text or "").strip()[:MEMO_MAX]
-    _lock_invoice(invoice_id)  # the usual lock order: the invoice, then the payment
-    payment = payments._lock_payment(payment_id)
+    locks.invoice(invoice_id)  # the usual lock order: the invoice, then the payment
+    payment = payments.lock_succeeded_payment(payment_id)
     try:
         try:
             amount = to_minor(amount_text or "", payment.currency)
@@ -226,12 +209,12 @@ def refund_payment(invoice_id: int, payment_id: int, amount_text: str, reason_te
             raise ServiceError("Enter an amount above zero.", field="amount")
         room = payments.refundable(payment, invoice_id)
         if amount > room["total"]:
-            raise ServiceError(f"At most {_money(room['total'], payment.currency)} of this payment can be "
+            raise ServiceError(f"At most {formats.money(room['total'], payment.currency)} of this payment can be "
                                "refunded.", field="amount")
         from_invoice = amount - min(amount, room["credit"])
         note = None
         if from_invoice:
-            invoice = _lock_invoice(invoice_id)
+            invoice = locks.invoice(invoice_id)
             _refuse_uncreditable(invoice)
             errors = _check(invoice, Split(to_refund=from_invoice), room["invoice"])
             if errors:
@@ -258,7 +241,7 @@ def _write(invoice: Invoice, split: Split, reason: str, memo: str | None, refund
     """The credit note and its effects, in the caller's transaction (invoice locked, checks done,
     any refund already made)."""
     business = get_business()
-    seq, number = _take_number()
+    seq, number = numbering.take("credit_note")
     note = CreditNote(
         number=number, sequence_number=seq, invoice_id=invoice.id, client_id=invoice.client_id,
         currency=invoice.currency, amount=split.amount, to_due=split.to_due, to_balance=split.to_balance,
@@ -288,14 +271,11 @@ def _write(invoice: Invoice, split: Split, reason: str, memo: str | None, refund
     return note
 
 
-def _money(minor: int, currency: str) -> str:
-    return format_money(minor, currency, get_business().locale)
-
 
 def _email(note: CreditNote, invoice: Invoice, event) -> None:
     business = get_business()
     client = db.session.get(Client, invoice.client_id)
-    money = lambda minor: _money(minor, note.currency)  # noqa: E731
+    money = lambda minor: formats.money(minor, note.currency)  # noqa: E731
     parts = [(note.to_due, "lowers the amount due on the invoice"),
              (note.to_balance, "is added to your credit balance for future invoices"),
              (note.to_refund, "is refunded to the payment method you paid with"),
@@ -322,7 +302,6 @@ def filename(note: CreditNote) -> str:
 
 def document(note: CreditNote) -> dict:
     """What the credit note's PDF shows: the invoice's frozen parties, the split and the totals."""
-    from portal.services import invoices as invoice_service
 
     business = get_business()
     invoice = db.session.get(Invoice, note.invoice_id)
@@ -334,8 +313,8 @@ def document(note: CreditNote) -> dict:
     return {
         "note": note,
         "invoice": invoice,
-        "seller": invoice.bill_from or invoice_service._snapshot_business(business),
-        "buyer": invoice.bill_to or invoice_service._snapshot_client(invoice.client),
+        "seller": invoice.bill_from or snapshot_business(business),
+        "buyer": invoice.bill_to or snapshot_client(invoice.client),
         "currency": note.currency,
         "locale": business.locale,
         "brand_color": business.brand_color,
@@ -347,12 +326,15 @@ def document(note: CreditNote) -> dict:
 
 
 def render_html(note: CreditNote) -> str:
-    from portal.services import pdf
-
-    return render_template("pdf/credit_note.html", logo_url=pdf.LOGO_URL, **document(note))
+    return pdf.html("pdf/credit_note.html", document(note))
 
 
 def render_pdf(note: CreditNote) -> bytes:
-    from portal.services import pdf
+    return pdf.render("pdf/credit_note.html", document(note))
 
-    return HTML(string=render_html(note), base_url=pdf.BASE, url_fetcher=pdf.PortalFetcher()).write_pdf()
+
+@attachments.renderer("credit_note_pdf")
+def attachment(spec: dict) -> tuple[str, str, bytes]:
+    """``{"type": "credit_note_pdf", "credit_note_id": 3}`` → the credit note's PDF."""
+    note = get_credit_note(spec["credit_note_id"])
+    return filename(note), "application/pdf", render_pdf(note)

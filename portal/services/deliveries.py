@@ -21,18 +21,19 @@ import smtplib
 import threading
 import time
 from datetime import datetime, timedelta
-from email.utils import parseaddr
-from urllib.parse import urlsplit
 
-from flask import current_app
+from flask import current_app, has_app_context
 from flask_mail import BadHeaderError, Message, sanitize_address, sanitize_addresses
 from redis.exceptions import RedisError
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, event, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.extensions import db
 from portal.models import Delivery
 from portal.queues import EMAILS, queue
+from portal.services import attachments
+from portal.services.mail import frozen_sender, mail_domain, sender
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,50 @@ def enqueue(delivery_ids: list[int]) -> int:
             update(Delivery).where(Delivery.id.in_(enqueued)).values(enqueued_at=clock.now())
         )
         db.session.commit()
+    return len(enqueued)
+
+
+# Handing new deliveries to RQ once their transaction commits ----------------------------------
+# ``events.queue_email`` adds the Delivery to the session and to ``session.info``; whoever commits,
+# these hooks enqueue it afterwards (never before: a worker must find the row). A rollback forgets it.
+
+@event.listens_for(Session, "after_flush")
+def _note_new_deliveries(session, flush_context) -> None:
+    new = session.info.get("portal_new_deliveries")
+    if new:
+        flushed = [d for d in new if d.id is not None]
+        session.info["portal_new_deliveries"] = [d for d in new if d.id is None]
+        session.info.setdefault("portal_flushed_deliveries", []).extend(d.id for d in flushed)
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_after_commit(session) -> None:
+    ids = session.info.pop("portal_flushed_deliveries", None)
+    if ids and has_app_context():
+        enqueue_new(ids)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_new_deliveries(session) -> None:
+    session.info.pop("portal_new_deliveries", None)
+    session.info.pop("portal_flushed_deliveries", None)
+
+
+def enqueue_new(delivery_ids: list[int]) -> int:
+    """Enqueue deliveries that were just created (first attempt), outside any session: the hook runs
+    after the commit, so ``enqueued_at`` is written on a connection of its own."""
+    enqueued = []
+    try:
+        q = queue(EMAILS)
+        for delivery_id in delivery_ids:
+            q.enqueue("portal.jobs.deliveries.deliver", delivery_id, job_id=job_id(delivery_id, 0),
+                      result_ttl=3600, failure_ttl=7 * 24 * 3600)
+            enqueued.append(delivery_id)
+    except RedisError as exc:
+        log.warning("could not enqueue deliveries %s: %s (the sweep will retry)", delivery_ids, exc)
+    if enqueued:
+        with db.engine.begin() as connection:
+            connection.execute(update(Delivery).where(Delivery.id.in_(enqueued)).values(enqueued_at=clock.now()))
     return len(enqueued)
 
 
@@ -267,49 +312,6 @@ def message_id(delivery: Delivery) -> str:
     return f"<delivery-{delivery.id}.{tag}@{domain}>"
 
 
-FALLBACK_SENDER = "billing@localhost"
-
-
-def sender() -> str | tuple[str, str]:
-    """Who the portal's emails come from: ``MAIL_DEFAULT_SENDER`` when it is set, else the business's
-    name and email address (Settings → Business), else ``billing@localhost``."""
-    configured = current_app.config.get("MAIL_DEFAULT_SENDER")
-    if configured:
-        return configured
-    from portal.services.settings import get_business
-
-    business = get_business()
-    if business.email:
-        return (business.name or "", business.email)
-    return FALLBACK_SENDER
-
-
-def sender_text() -> str:
-    """``sender()`` as a person reads it: ``Tidewater Studio <billing@tidewater.example>``."""
-    value = sender()
-    if isinstance(value, (tuple, list)):
-        return f"{value[0]} <{value[1]}>" if value[0] else value[1]
-    return value
-
-
-def mail_domain() -> str:
-    """The domain of the sender's address (the Message-ID's right-hand side)."""
-    config = current_app.config
-    sender_ = sender()
-    address = sender_[1] if isinstance(sender_, (tuple, list)) else parseaddr(sender_)[1]
-    domain = address.rpartition("@")[2].strip().strip(">")
-    if not domain and config.get("PORTAL_BASE_URL"):
-        domain = urlsplit(config["PORTAL_BASE_URL"]).hostname or ""
-    return domain or "localhost"
-
-
-def _frozen_sender(value) -> str | tuple[str, str] | None:
-    """The sender kept in the payload at queue time (JSON turns a (name, address) pair into a list)."""
-    if isinstance(value, list) and len(value) == 2:
-        return (str(value[0]), str(value[1]))
-    return value if isinstance(value, str) and value else None
-
-
 def _send_email(delivery: Delivery) -> None:
     """Send over SMTP with the app's MAIL_* settings.
 
@@ -324,13 +326,13 @@ def _send_email(delivery: Delivery) -> None:
         recipients=payload["to"],
         body=payload.get("text"),
         html=payload.get("html"),
-        sender=_frozen_sender(payload.get("sender")) or sender(),
+        sender=frozen_sender(payload.get("sender")) or sender(),
         extra_headers={"X-Portal-Delivery": str(delivery.id)},
     )
     message.msgId = message_id(delivery)
     message.date = time.time()
     for spec in payload.get("attachments") or []:
-        name, content_type, data = _attachment(spec)
+        name, content_type, data = attachments.render(spec)
         message.attach(name, content_type, data)
     if message.has_bad_headers():
         raise BadHeaderError("newline in a header")
@@ -375,23 +377,6 @@ def _smtp_connect(config) -> smtplib.SMTP:
     return smtp
 
 
-def _attachment(spec: dict) -> tuple[str, str, bytes]:
-    if spec.get("type") == "invoice_pdf":
-        from portal.models import Invoice
-        from portal.services import pdf
-
-        invoice = db.session.get(Invoice, spec["invoice_id"])
-        if invoice is None:
-            raise ValueError(f"invoice {spec['invoice_id']} no longer exists")
-        return pdf.filename(invoice), "application/pdf", pdf.render_pdf(invoice)
-    if spec.get("type") == "credit_note_pdf":
-        from portal.services import credit_notes
-
-        note = credit_notes.get_credit_note(spec["credit_note_id"])
-        return credit_notes.filename(note), "application/pdf", credit_notes.render_pdf(note)
-    raise ValueError(f"unknown attachment {spec!r}")
-
-
 SEARCH_WINDOW = 10_000  # a search reads at most the latest this many emails (by primary key)
 SEARCH_MAX = 100  # characters of search text
 
@@ -424,5 +409,5 @@ def counts_by_status() -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "get_delivery", "list_emails", "message_id", "sender",
-           "sender_text", "sweep"]
+__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "enqueue_new", "get_delivery", "list_emails",
+           "message_id", "sweep"]

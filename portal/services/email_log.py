@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from portal.models import Delivery
-from portal.services import deliveries
+from portal.services import deliveries, mail
 
 HIDDEN = "[link hidden]"
 
@@ -105,7 +105,7 @@ def page(viewer, status: str | None = None, page: int = 1, per_page: int = 50, q
 
 def sender() -> str:
     """Who the emails come from, as shown on an email's page."""
-    return deliveries.sender_text()
+    return mail.sender_text()
 
 
 SEARCH_WINDOW = deliveries.SEARCH_WINDOW

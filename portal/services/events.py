@@ -1,9 +1,9 @@
 """Recording what happened, and what must go out because of it.
 
 ``record_event`` and ``queue_email`` only add rows to the current session: the
-caller's commit writes them together with the change itself. ``commit()``
-commits and then hands new deliveries to RQ; if Redis is down they wait for
-the tick's sweep.
+caller's commit writes them together with the change itself. Once the
+transaction commits, ``deliveries`` (a session after-commit hook) hands the new
+deliveries to RQ; if Redis is down they wait for the tick's sweep.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from flask import render_template
 from portal import clock
 from portal.extensions import db
 from portal.models import Delivery, Event
+from portal.services.mail import mail_domain, sender
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def queue_email(
     ``attachments`` are specs made at send time (``{"type": "invoice_pdf",
     "invoice_id": 7}``), so a retry attaches the same document.
     """
-    from portal.services.deliveries import mail_domain, sender
-
     subject = render_template(f"emails/{template}.subject.txt", **context).strip()
     html = render_template(f"emails/{template}.html", **context)
     text = render_template(f"emails/{template}.txt", **context)
@@ -110,15 +109,10 @@ def queue_email(
 
 
 def commit() -> None:
-    """Commit the unit of work, then hand its new deliveries to the queue."""
-    new = db.session.info.pop("portal_new_deliveries", [])
+    """Commit the unit of work. Its new deliveries are handed to RQ by ``deliveries``' after-commit
+    hook (whoever commits), so this is a plain commit kept as the services' one verb."""
     db.session.commit()
-    if new:
-        from portal.services.deliveries import enqueue
-
-        enqueue([d.id for d in new])
 
 
 def rollback() -> None:
-    db.session.info.pop("portal_new_deliveries", None)
     db.session.rollback()

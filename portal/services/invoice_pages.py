@@ -16,6 +16,7 @@ from portal.billing import states
 from portal.billing.money import to_major, valid_currency
 from portal.extensions import db
 from portal.models import Invoice, InvoiceLine, Service, TaxRate
+from portal.services import formats
 from portal.services import invoices as invoice_service
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
@@ -169,9 +170,7 @@ def recipients(invoice: Invoice) -> list[str]:
 
 def money(minor: int, currency: str) -> str:
     """An amount as the pages write it (the business's locale), for flash messages."""
-    from portal.billing.money import format_money
-
-    return format_money(minor, currency, get_business().locale)
+    return formats.money(minor, currency)
 
 
 def payment_defaults(invoice: Invoice) -> dict[str, str]:

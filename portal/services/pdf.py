@@ -1,4 +1,5 @@
-"""Invoice PDFs: WeasyPrint renders the same Jinja document the pages show.
+"""The one PDF path: ``render(template, context)``; WeasyPrint renders a Jinja template that extends
+``pdf/_base.html`` (invoice, receipt, credit note), with the same document partials the pages show.
 
 The URL fetcher serves only the app's own static files and the stored logo:
 no network, no ``file://`` outside ``portal/static``.
@@ -12,9 +13,7 @@ from flask import current_app, render_template
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-from portal.models import Invoice
-from portal.services import invoices as invoice_service
-from portal.services.settings import get_business
+from portal.services.business import get_business
 
 BASE = "https://portal.invalid/"
 LOGO_URL = BASE + "branding/logo"
@@ -46,14 +45,11 @@ class PortalFetcher(URLFetcher):
         raise FetchRefused(f"the PDF may not fetch {url}")
 
 
-def filename(invoice: Invoice) -> str:
-    return f"{invoice.number or f'draft-{invoice.id}'}.pdf"
+def html(template: str, context: dict) -> str:
+    """The HTML a PDF is made from (``in_pdf`` and ``logo_url`` added), for tests and previews."""
+    return render_template(template, **{"logo_url": LOGO_URL, "in_pdf": True, **context})
 
 
-def render_html(invoice: Invoice) -> str:
-    context = invoice_service.document(invoice)
-    return render_template("pdf/invoice.html", logo_url=LOGO_URL, in_pdf=True, **context)
-
-
-def render_pdf(invoice: Invoice) -> bytes:
-    return HTML(string=render_html(invoice), base_url=BASE, url_fetcher=PortalFetcher()).write_pdf()
+def render(template: str, context: dict) -> bytes:
+    """``template`` (a ``pdf/…`` page) rendered with ``context``, as PDF bytes."""
+    return HTML(string=html(template, context), base_url=BASE, url_fetcher=PortalFetcher()).write_pdf()

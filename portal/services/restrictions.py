@@ -24,6 +24,7 @@ from portal import clock
 from portal.billing import states
 from portal.extensions import db
 from portal.models import Client, Invoice
+from portal.services.business import get_business
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
 
@@ -53,8 +54,6 @@ MAX_PER_TICK = 5000
 
 
 def _business():
-    from portal.services.settings import get_business
-
     return get_business()
 
 

@@ -2,7 +2,12 @@
 
 Runs every minute from ``rq cron`` and on demand with ``flask portal tick
 --at``. Each step reads due rows from the database, so a tick after downtime
-catches up on the whole backlog, and running it twice does no harm.
+catches up on the whole backlog, and running it twice does no harm. The tick
+only decides: work that calls a gateway or sends mail (autopay charges,
+reconciliation, expiring-card notices, deliveries) is enqueued as one RQ job
+per invoice, payment or card on the ``default`` queue (``emails`` for mail),
+with deterministic job ids and retries; the step returns how many it handed
+over. Steps that only update rows (overdue, restrictions) run here.
 Later issues add their steps here (overdue invoices, recurring billing,
 reminders, dunning); each step takes the moment and returns a count.
 """
@@ -12,15 +17,22 @@ from collections.abc import Callable
 from datetime import datetime
 
 from portal import clock
-from portal.services import autopay, deliveries, invoices, payment_methods, payments, restrictions
+from portal.services import (
+    autopay,
+    deliveries,
+    invoices,
+    payment_methods,
+    payments,
+    restrictions,
+)
 
 Step = Callable[[datetime], int]
 STEPS: list[tuple[str, Step]] = [
     ("overdue", invoices.mark_overdue),
     ("restrictions", restrictions.refresh),
-    ("autopay", autopay.run_due),
+    ("autopay", autopay.enqueue_due),
     ("payments", payments.reconcile),
-    ("expiring_cards", payment_methods.notify_expiring),
+    ("expiring_cards", payment_methods.enqueue_expiring),
     ("deliveries", deliveries.sweep),
 ]
 

@@ -11,8 +11,10 @@ from sqlalchemy import select
 from portal.billing import states
 from portal.extensions import db
 from portal.models import Business
-from portal.services.errors import ServiceError
+from portal.services.business import get_business
+from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
+from portal.services.restrictions import RESTRICTABLE
 
 # Uploads are raster images, recognised by their first bytes (not by what the
 # browser claims): an uploaded SVG could carry scripts.
@@ -54,16 +56,6 @@ def sniff_image(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return None
-
-
-def get_business() -> Business:
-    """The business row; a placeholder is created on first use of an empty database."""
-    business = db.session.scalar(select(Business).order_by(Business.id).limit(1))
-    if business is None:
-        business = Business(name="My Business")
-        db.session.add(business)
-        db.session.flush()
-    return business
 
 
 def valid_number_format(fmt: str | None) -> bool:
@@ -139,8 +131,6 @@ def _whole(value, low: int, high: int) -> bool:
 
 def _portal_errors(values: dict) -> dict[str, str]:
     """The client-portal settings (F4): autopay, restriction, expiring cards."""
-    from portal.services.restrictions import RESTRICTABLE
-
     errors: dict[str, str] = {}
     if "autopay_timing" in values and values["autopay_timing"] not in AUTOPAY_TIMINGS:
         errors["autopay_timing"] = "Choose when autopay charges."
@@ -234,7 +224,6 @@ def update_client_billing(client_id: int, values: dict, actor: Actor):
     business default). Turning autopay on needs a default saved payment method. Raises ServiceError
     (with ``errors``) and changes nothing if any value is bad."""
     from portal.models import Client
-    from portal.services.errors import NotFound
 
     client = db.session.scalar(select(Client).where(Client.id == client_id).with_for_update()
                                .execution_options(populate_existing=True))

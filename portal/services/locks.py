@@ -1,0 +1,50 @@
+"""Row locks, in the one order every money path takes them.
+
+The order: invoices (ascending id) → payment rows → client → business (numbering). A path that needs
+several takes them in that order, and never takes an earlier kind after a later one, so two paths
+cannot deadlock. Each lock re-reads the row (``populate_existing``): a row already in the session
+shows what the previous lock holder committed.
+"""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Business, Client, Invoice, Payment
+from portal.services.errors import NotFound
+
+
+def _fresh(query):
+    return query.with_for_update().execution_options(populate_existing=True)
+
+
+def invoice(invoice_id: int) -> Invoice:
+    found = db.session.scalar(_fresh(select(Invoice).where(Invoice.id == invoice_id)))
+    if found is None:
+        raise NotFound("No such invoice.")
+    return found
+
+
+def invoices(invoice_ids) -> list[Invoice]:
+    """The invoices that exist among ``invoice_ids``, locked in ascending id order (returned in it)."""
+    ids = sorted(set(invoice_ids))
+    if not ids:
+        return []
+    return list(db.session.scalars(_fresh(select(Invoice).where(Invoice.id.in_(ids)).order_by(Invoice.id))))
+
+
+def payment(payment_id: int) -> Payment | None:
+    return db.session.scalar(_fresh(select(Payment).where(Payment.id == payment_id)))
+
+
+def client(client_id: int) -> Client:
+    """Every spend of a client's credit balance takes this before reading the balance, after the
+    invoices' locks (never before)."""
+    found = db.session.scalar(_fresh(select(Client).where(Client.id == client_id)))
+    if found is None:
+        raise NotFound("No such client.")
+    return found
+
+
+def business() -> Business | None:
+    return db.session.scalar(_fresh(select(Business).order_by(Business.id).limit(1)))
