@@ -12,7 +12,13 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from portal.billing.money import MoneyError, parse_amount, parse_decimal, to_major, valid_currency
+from portal.billing.money import (
+    MoneyError,
+    parse_amount,
+    parse_decimal,
+    to_major,
+    valid_currency,
+)
 from portal.extensions import db
 from portal.models import Service, TaxRate
 from portal.services.errors import NotFound, ServiceError
@@ -237,7 +243,8 @@ def _parse_service(values: dict, current: Service | None) -> tuple[dict, dict[st
     tax_rate_id = None
     tax_text = _text(values, "tax_rate_id")
     if tax_text:
-        rate = db.session.get(TaxRate, int(tax_text)) if tax_text.isdigit() else None
+        rate = db.session.get(TaxRate, int(tax_text)) if tax_text.isascii() and tax_text.isdigit() \
+            and len(tax_text) <= 18 else None
         keeps_current = current is not None and rate is not None and rate.id == current.tax_rate_id
         if rate is None or not (rate.active or keeps_current):
             errors["tax_rate_id"] = "Choose an active tax rate from the list."

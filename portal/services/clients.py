@@ -1,9 +1,17 @@
-"""Clients and their contacts."""
+"""Clients and their contacts.
+
+Every value is checked here, whoever calls (the staff pages, the demo, tests): a bad one raises
+``ClientInvalid`` (field → message) and nothing is written.
+"""
 from __future__ import annotations
 
+import re
+
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
+from portal.billing.money import valid_currency
 from portal.extensions import db
 from portal.models import Client, Contact
 from portal.services.errors import NotFound, ServiceError
@@ -11,6 +19,20 @@ from portal.services.events import Actor, commit, record_event
 
 CLIENT_FIELDS = ("name", "kind", "email", "phone", "address", "tax_id", "currency", "notes")
 CONTACT_FIELDS = ("name", "email", "phone", "receives_invoices")
+KINDS = ("company", "person")
+# The longest text each field takes (the forms render them as ``maxlength``).
+CLIENT_LIMITS = {"name": 200, "email": 254, "phone": 50, "address": 1000, "tax_id": 50, "notes": 5000}
+CONTACT_LIMITS = {"name": 200, "email": 254, "phone": 50}
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+
+
+class ClientInvalid(ServiceError):
+    """Bad input: ``errors`` maps a field to its message (a new client's contacts are
+    ``contacts-N-name`` / ``contacts-N-email``)."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("Please correct the marked fields.")
+        self.errors = errors
 
 
 def _snapshot(obj, fields) -> dict:
@@ -63,13 +85,87 @@ def _clean(values: dict, fields) -> dict:
                 out[key] = None
     if out.get("email"):
         out["email"] = out["email"].lower()
+    if isinstance(out.get("currency"), str):
+        out["currency"] = out["currency"].upper()
     return out
 
 
+def _too_long(limit: int) -> str:
+    return f"Field cannot be longer than {limit} characters."
+
+
+def _email_error(email: str, limit: int) -> str | None:
+    """Why ``email`` is not an address we can send to, or None (the length first: nothing long is parsed)."""
+    if len(email) > limit:
+        return _too_long(limit)
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return "Invalid email address."
+    return None
+
+
+def _text_errors(cleaned: dict, limits: dict[str, int], errors: dict, prefix: str = "") -> None:
+    for key, limit in limits.items():
+        value = cleaned.get(key)
+        if value is not None and not isinstance(value, str):
+            errors.setdefault(prefix + key, "Enter text.")
+        elif value is not None and len(value) > limit:
+            errors.setdefault(prefix + key, _too_long(limit))
+
+
+def _client_errors(cleaned: dict) -> dict[str, str]:
+    """Field → message for a client's values (only the fields given are checked)."""
+    errors: dict[str, str] = {}
+    if "name" in cleaned and not cleaned["name"]:
+        errors["name"] = "Enter the client's name."
+    if "kind" in cleaned and cleaned["kind"] not in KINDS:
+        errors["kind"] = "Choose company or person."
+    _text_errors(cleaned, CLIENT_LIMITS, errors)
+    if "email" not in errors and cleaned.get("email"):
+        if message := _email_error(cleaned["email"], CLIENT_LIMITS["email"]):
+            errors["email"] = message
+    currency = cleaned.get("currency")
+    if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)
+                                     and valid_currency(currency)):
+        errors["currency"] = "Use a three-letter code, like EUR."
+    return errors
+
+
+def _contact_errors(cleaned: dict, prefix: str = "", new_client: bool = False) -> dict[str, str]:
+    """Field → message for a contact's values. A new client's contact is asked for in the new
+    client's words ("a contact's name")."""
+    errors: dict[str, str] = {}
+    if "name" in cleaned and not cleaned["name"]:
+        errors[prefix + "name"] = "Enter a contact's name." if new_client else "Enter the contact's name."
+    _text_errors(cleaned, CONTACT_LIMITS, errors, prefix)
+    if prefix + "email" not in errors:
+        if not cleaned.get("email"):
+            errors[prefix + "email"] = "Enter the contact's email." if new_client else "Enter an email address."
+        elif message := _email_error(cleaned["email"], CONTACT_LIMITS["email"]):
+            errors[prefix + "email"] = message
+    if "receives_invoices" in cleaned and not isinstance(cleaned["receives_invoices"], bool):
+        errors[prefix + "receives_invoices"] = "Choose yes or no."
+    return errors
+
+
+def _refuse(errors: dict[str, str]) -> None:
+    if errors:
+        raise ClientInvalid(errors)
+
+
 def create_client(values: dict, contacts: list[dict], actor: Actor) -> Client:
-    client = Client(**_clean(values, CLIENT_FIELDS))
-    for contact_values in contacts:
-        client.contacts.append(Contact(**_clean(contact_values, CONTACT_FIELDS)))
+    """A new client with its contacts. ``ClientInvalid`` (nothing written) if any value is bad; a
+    contact's errors are keyed ``contacts-N-<field>``."""
+    cleaned = {"name": "", **_clean(values, CLIENT_FIELDS)}
+    cleaned_contacts = [{"name": "", **_clean(contact_values, CONTACT_FIELDS)} for contact_values in contacts]
+    errors = _client_errors(cleaned)
+    for i, contact_values in enumerate(cleaned_contacts):
+        errors.update(_contact_errors(contact_values, prefix=f"contacts-{i}-", new_client=True))
+    _refuse(errors)
+    client = Client(**cleaned)
+    for contact_values in cleaned_contacts:
+        client.contacts.append(Contact(**contact_values))
     db.session.add(client)
     db.session.flush()
     record_event("client.created", "client", client.id, actor, after=_snapshot(client, CLIENT_FIELDS))
@@ -81,8 +177,11 @@ def create_client(values: dict, contacts: list[dict], actor: Actor) -> Client:
 
 
 def update_client(client: Client, values: dict, actor: Actor) -> Client:
+    """Change the client's fields given in ``values``; ``ClientInvalid`` (nothing changed) if any is bad."""
+    cleaned = _clean(values, CLIENT_FIELDS)
+    _refuse(_client_errors(cleaned))
     before = _snapshot(client, CLIENT_FIELDS)
-    for key, value in _clean(values, CLIENT_FIELDS).items():
+    for key, value in cleaned.items():
         setattr(client, key, value)
     after = _snapshot(client, CLIENT_FIELDS)
     changed = [k for k in CLIENT_FIELDS if before[k] != after[k]]
@@ -94,7 +193,10 @@ def update_client(client: Client, values: dict, actor: Actor) -> Client:
 
 
 def add_contact(client: Client, values: dict, actor: Actor) -> Contact:
-    contact = Contact(client_id=client.id, **_clean(values, CONTACT_FIELDS))
+    """A new contact of ``client``; ``ClientInvalid`` (nothing written) if a value is bad."""
+    cleaned = {"name": "", **_clean(values, CONTACT_FIELDS)}
+    _refuse(_contact_errors(cleaned))
+    contact = Contact(client_id=client.id, **cleaned)
     db.session.add(contact)
     db.session.flush()
     record_event("contact.created", "contact", contact.id, actor,
@@ -104,14 +206,18 @@ def add_contact(client: Client, values: dict, actor: Actor) -> Contact:
 
 
 def update_contact(contact: Contact, values: dict, actor: Actor) -> Contact:
+    """Change the contact's fields given in ``values``; ``ClientInvalid`` (nothing changed) if a value
+    is bad, or if the contact signs in to the portal and another portal user has the new email."""
     before = _snapshot(contact, CONTACT_FIELDS)
     cleaned = _clean(values, CONTACT_FIELDS)
-    if contact.portal_access and cleaned.get("email") and cleaned["email"] != contact.email:
-        from portal.services.auth import _find_portal_contact
+    errors = _contact_errors({"email": contact.email, **cleaned})
+    if not errors and contact.portal_access and cleaned.get("email") and cleaned["email"] != contact.email:
+        from portal.services.auth import find_portal_contact
 
-        other = _find_portal_contact(cleaned["email"])
+        other = find_portal_contact(cleaned["email"])
         if other is not None and other.id != contact.id:
-            raise ServiceError("Another contact already signs in to the portal with this email.", field="email")
+            errors["email"] = "Another contact already signs in to the portal with this email."
+    _refuse(errors)
     for key, value in cleaned.items():
         setattr(contact, key, value)
     after = _snapshot(contact, CONTACT_FIELDS)

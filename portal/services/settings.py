@@ -79,35 +79,64 @@ def _number_format_error(fmt: str, example: str) -> str:
     return f"Include {{seq}} (and optionally {{year}}, {{month}}), e.g. {example}."
 
 
+# The longest text each setting takes, and the range of the typed numbers (the settings form renders
+# them as maxlength, min and max; the rules are the ones below).
+TEXT_LIMITS = {
+    "name": 200, "legal_name": 200, "email": 254, "phone": 50, "website": 200, "address": 1000, "tax_id": 50,
+    "timezone": 64, "locale": 16, "invoice_number_format": 64, "credit_note_number_format": 64,
+    "invoice_memo": 5000, "invoice_footer": 2000,
+}
+PAYMENT_TERMS_DAYS = (0, 365)
+
+
+def _text_errors(values: dict) -> dict[str, str]:
+    """Text that is too long (checked before anything else reads it), and a billing email that is
+    no email address."""
+    from email_validator import EmailNotValidError, validate_email
+
+    errors: dict[str, str] = {}
+    for field, limit in TEXT_LIMITS.items():
+        value = values.get(field)
+        if value is not None and not isinstance(value, str):
+            errors[field] = "Enter text."
+        elif value is not None and len(value) > limit:
+            errors[field] = f"Field cannot be longer than {limit} characters."
+    email = (values.get("email") or "").strip() if "email" not in errors else ""
+    if email:
+        try:
+            validate_email(email, check_deliverability=False)
+        except EmailNotValidError:
+            errors["email"] = "Invalid email address."
+    return errors
+
+
 def validate(values: dict) -> dict[str, str]:
     """Field → message for every value that cannot be saved."""
-    errors: dict[str, str] = {}
-    if not (values.get("name") or "").strip():
+    errors: dict[str, str] = _text_errors(values)
+    if "name" not in errors and not (values.get("name") or "").strip():
         errors["name"] = "Enter the business name."
     if "brand_color" in values and not _HEX.fullmatch(values.get("brand_color") or ""):
         errors["brand_color"] = "Use a colour like #3355cc."
     if "currency" in values and values.get("currency") not in list_currencies():
         errors["currency"] = "Use a three-letter ISO currency code, like USD or EUR."
-    if "timezone" in values and values.get("timezone") not in available_timezones():
+    if "timezone" in values and "timezone" not in errors and values.get("timezone") not in available_timezones():
         errors["timezone"] = "Use an IANA timezone, like Europe/Lisbon."
-    if "locale" in values:
+    if "locale" in values and "locale" not in errors:
         try:
             Locale.parse(values.get("locale") or "")
         except (ValueError, UnknownLocaleError):
             errors["locale"] = "Use a locale like en_US or pt_PT."
     for field, example in (("invoice_number_format", "INV-{year}-{seq:05d}"),
                            ("credit_note_number_format", "CN-{year}-{seq:05d}")):
-        if field in values and not valid_number_format(values.get(field)):
+        if field in values and field not in errors and not valid_number_format(values.get(field)):
             errors[field] = _number_format_error(values.get(field) or "", example)
     errors.update(_portal_errors(values))
     if "payment_terms_days" in values:
         days = values.get("payment_terms_days")
-        if not isinstance(days, int) or not 0 <= days <= 365:
-            errors["payment_terms_days"] = "Use a number of days between 0 and 365."
-    if "invoice_memo" in values and len(values.get("invoice_memo") or "") > 5000:
-        errors["invoice_memo"] = "Keep the memo under 5,000 characters."
-    if "invoice_footer" in values and len(values.get("invoice_footer") or "") > 2000:
-        errors["invoice_footer"] = "Keep the footer under 2,000 characters."
+        if not isinstance(days, int) or isinstance(days, bool):
+            errors["payment_terms_days"] = "Enter a number of days."
+        elif not PAYMENT_TERMS_DAYS[0] <= days <= PAYMENT_TERMS_DAYS[1]:
+            errors["payment_terms_days"] = "Number must be between {} and {}.".format(*PAYMENT_TERMS_DAYS)
     for toggle in TOGGLES:
         if toggle in values and not isinstance(values[toggle], bool):
             errors[toggle] = "Choose on or off."
@@ -133,7 +162,7 @@ def _portal_errors(values: dict) -> dict[str, str]:
     """The client-portal settings (F4): autopay, restriction, expiring cards."""
     errors: dict[str, str] = {}
     if "autopay_timing" in values and values["autopay_timing"] not in AUTOPAY_TIMINGS:
-        errors["autopay_timing"] = "Choose when autopay charges."
+        errors["autopay_timing"] = "Not a valid choice."
     if values.get("autopay_timing") == "days_before_due" and "autopay_days_before" in values \
             and not _whole(values["autopay_days_before"], *AUTOPAY_DAYS):
         errors["autopay_days_before"] = "Use a number of days between 1 and 60."

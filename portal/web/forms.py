@@ -1,17 +1,36 @@
-"""Forms shared by the blueprints (Flask-WTF: CSRF on every one)."""
+"""Forms shared by the blueprints (Flask-WTF: CSRF on every one).
+
+One home for each rule: the services check every value and raise an error carrying
+``errors: {field: message}``; these forms render the fields, read what was typed and check CSRF.
+A view hands the service's errors back to its form with ``show_errors`` and answers 422.
+"""
 from __future__ import annotations
+
+import re
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import (BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectChoice, SelectField,
-                     SelectMultipleField, StringField, TextAreaField)
+from wtforms import (BooleanField, EmailField, FieldList, Form, FormField, HiddenField, IntegerField, PasswordField,
+                     SelectChoice, SelectField, SelectMultipleField, StringField, TextAreaField)
 from wtforms.widgets import CheckboxInput, ListWidget
-from wtforms.validators import (DataRequired, Email, EqualTo, Length, NumberRange, Optional, Regexp,
-                                StopValidation)
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
 
+from portal.services.invoice_pages import LINE_FIELDS
+from portal.services.invoices import MAX_LINES, DraftInput
+from portal.services import clients as client_service
+from portal.services import settings as settings_service
 from portal.services.passwords import MIN_LENGTH
 from portal.services.restrictions import OFFERED as RESTRICTABLE_OFFERED
 from portal.services.settings import AUTOPAY_TIMINGS
+
+
+def show_errors(form, errors: dict[str, str], aliases: dict[str, str] | None = None) -> None:
+    """Put a service's field errors on the form's fields (``aliases`` renames a service's field to
+    the form's); an error for a field the form doesn't have goes to the first field the form shows."""
+    for name, message in errors.items():
+        name = (aliases or {}).get(name, name)
+        field = form[name] if name in form else next(f for f in form if f.type not in ("CSRFTokenField", "HiddenField"))
+        field.errors = [*field.errors, message]
 
 
 class LoginForm(FlaskForm):
@@ -33,75 +52,82 @@ class SetPasswordForm(FlaskForm):
     )
 
 
-class ClientForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(message="Enter the client's name."), Length(max=200)])
-    kind = SelectField("Type", choices=[SelectChoice("company", "Company"), SelectChoice("person", "Person")], default="company")
-    email = EmailField("Billing email", validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
+class ProfileForm(FlaskForm):
+    """A portal contact's own details."""
+
+    name = StringField("Name", validators=[DataRequired(message="Enter your name."), Length(max=200)])
     phone = StringField("Phone", validators=[Optional(), Length(max=50)])
-    address = TextAreaField("Address", validators=[Optional(), Length(max=1000)])
-    tax_id = StringField("Tax ID", validators=[Optional(), Length(max=50)])
-    currency = StringField(
-        "Currency", validators=[Optional(), Regexp(r"^[A-Za-z]{3}$", message="Use a three-letter code, like EUR.")],
-        description="Leave empty to use the business's currency.",
+
+
+class ChangePasswordForm(FlaskForm):
+    """Change one's own password (staff profile and portal profile)."""
+
+    current_password = PasswordField("Current password",
+                                     validators=[DataRequired(message="Enter your current password."),
+                                                 Length(max=256)])
+    password = PasswordField(
+        "New password", description=f"At least {MIN_LENGTH} characters.",
+        validators=[DataRequired(message="Enter a new password."), Length(max=256)],
     )
-    notes = TextAreaField("Internal notes", validators=[Optional(), Length(max=5000)])
+    confirm = PasswordField("Repeat the new password",
+                            validators=[DataRequired(message="Repeat the new password."),
+                                        EqualTo("password", message="The passwords don't match.")])
+
+
+def _text(limit: int, required: bool = False) -> dict:
+    """The HTML hints for a text field (``maxlength``, ``required``): the limit is the service's."""
+    return {"maxlength": limit, **({"required": True} if required else {})}
+
+
+def _range(low: int, high: int) -> dict:
+    """The HTML hints for a number field (``min``, ``max``): the range is the service's."""
+    return {"min": low, "max": high}
+
+
+# Clients and contacts: services/clients.py checks every value (ClientInvalid); these render and read.
+_CLIENT = client_service.CLIENT_LIMITS
+_CONTACT = client_service.CONTACT_LIMITS
+
+
+class ClientForm(FlaskForm):
+    name = StringField("Name", render_kw=_text(_CLIENT["name"], required=True))
+    kind = SelectField("Type", choices=[SelectChoice("company", "Company"), SelectChoice("person", "Person")],
+                       default="company", validate_choice=False)
+    email = EmailField("Billing email", render_kw=_text(_CLIENT["email"]))
+    phone = StringField("Phone", render_kw=_text(_CLIENT["phone"]))
+    address = TextAreaField("Address", render_kw=_text(_CLIENT["address"]))
+    tax_id = StringField("Tax ID", render_kw=_text(_CLIENT["tax_id"]))
+    currency = StringField("Currency", description="Leave empty to use the business's currency.")
+    notes = TextAreaField("Internal notes", render_kw=_text(_CLIENT["notes"]))
+
+    def values(self) -> dict:
+        """The client's fields as typed, for ``services.clients``."""
+        return {name: self[name].data for name in client_service.CLIENT_FIELDS}
 
 
 class ContactForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(message="Enter the contact's name."), Length(max=200)])
-    email = EmailField("Email", validators=[DataRequired(message="Enter an email address."),
-                                            Email(check_deliverability=False), Length(max=254)])
-    phone = StringField("Phone", validators=[Optional(), Length(max=50)])
+    name = StringField("Name", render_kw=_text(_CONTACT["name"], required=True))
+    email = EmailField("Email", render_kw=_text(_CONTACT["email"], required=True))
+    phone = StringField("Phone", render_kw=_text(_CONTACT["phone"]))
     receives_invoices = BooleanField("Receives invoices", default=True)
+
+    def values(self) -> dict:
+        """The contact's fields as typed, for ``services.clients``."""
+        return {name: self[name].data for name in client_service.CONTACT_FIELDS}
 
 
 class NewClientForm(ClientForm):
-    contact_name = StringField("Contact name", validators=[DataRequired(message="Enter a contact's name."),
-                                                           Length(max=200)])
-    contact_email = EmailField("Contact email", validators=[DataRequired(message="Enter the contact's email."),
-                                                            Email(check_deliverability=False), Length(max=254)])
+    contact_name = StringField("Contact name", render_kw=_text(_CONTACT["name"], required=True))
+    contact_email = EmailField("Contact email", render_kw=_text(_CONTACT["email"], required=True))
     contact_receives_invoices = BooleanField("Receives invoices", default=True)
 
+    # The service's name for the first contact's errors → this form's field.
+    CONTACT_ERRORS = {"contacts-0-name": "contact_name", "contacts-0-email": "contact_email",
+                      "contacts-0-receives_invoices": "contact_receives_invoices"}
 
-class _RequiredUnless:
-    """Required, unless another field has a given value (then the field is ignored)."""
-
-    def __init__(self, other: str, value: str, message: str):
-        self.other, self.value, self.message = other, value, message
-
-    def __call__(self, form, field):
-        if form[self.other].data == self.value:
-            field.errors[:] = []
-            raise StopValidation()
-        if field.data is None and not field.process_errors:
-            raise StopValidation(self.message)
-        if field.process_errors:
-            field.errors[:] = []
-            raise StopValidation(self.message)
-
-
-def _whole_number(message: str):
-    """One clear message for text that is not a whole number (instead of WTForms' own)."""
-    def check(form, field):
-        if field.process_errors:
-            field.errors[:] = []
-            raise StopValidation(message)
-    return check
-
-
-class _OnlyWhen:
-    """Required when another field has a given value; otherwise ignored (whatever was typed)."""
-
-    def __init__(self, other: str, value: str, message: str):
-        self.other, self.value, self.message = other, value, message
-
-    def __call__(self, form, field):
-        if form[self.other].data != self.value:
-            field.errors[:] = []
-            raise StopValidation()
-        if field.data is None or field.process_errors:
-            field.errors[:] = []
-            raise StopValidation(self.message)
+    def contacts(self) -> list[dict]:
+        return [{"name": self.contact_name.data, "email": self.contact_email.data,
+                 "receives_invoices": self.contact_receives_invoices.data}]
 
 
 class CheckboxesField(SelectMultipleField):
@@ -111,35 +137,54 @@ class CheckboxesField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
+class WholeNumberField(IntegerField):
+    """A number field that reads a whole number and leaves every judgement to the service: blank is
+    None, ``"21"`` is 21, anything else stays the text typed (which the service refuses with its own
+    message). The form itself never refuses a value."""
+
+    def process_formdata(self, valuelist):
+        if not valuelist:
+            return
+        text = (valuelist[0] or "").strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if not text:
+            self.data = None
+        elif text.isascii() and digits.isdigit() and len(digits) <= 18:
+            self.data = int(text)
+        else:
+            self.data = text
+
+
+# The business's settings: services/settings.validate checks every value; this renders and reads.
+_SETTINGS = settings_service.TEXT_LIMITS
+
+
 class SettingsForm(FlaskForm):
-    name = StringField("Business name", validators=[DataRequired(message="Enter the business name."),
-                                                    Length(max=200)])
-    legal_name = StringField("Legal name", validators=[Optional(), Length(max=200)])
-    email = EmailField("Billing email", validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
-    phone = StringField("Phone", validators=[Optional(), Length(max=50)])
-    website = StringField("Website", validators=[Optional(), Length(max=200)])
-    address = TextAreaField("Address", validators=[Optional(), Length(max=1000)])
-    tax_id = StringField("Tax ID", validators=[Optional(), Length(max=50)])
-    brand_color = StringField("Brand colour", validators=[DataRequired(), Regexp(r"^#[0-9a-fA-F]{6}$",
-                                                          message="Use a colour like #3355cc.")])
-    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
-    timezone = StringField("Timezone", validators=[DataRequired(), Length(max=64)])
-    locale = StringField("Locale", validators=[DataRequired(), Length(max=16)])
-    invoice_number_format = StringField("Invoice number format", validators=[DataRequired(), Length(max=64)])
+    name = StringField("Business name", render_kw=_text(_SETTINGS["name"], required=True))
+    legal_name = StringField("Legal name", render_kw=_text(_SETTINGS["legal_name"]))
+    email = EmailField("Billing email", render_kw=_text(_SETTINGS["email"]))
+    phone = StringField("Phone", render_kw=_text(_SETTINGS["phone"]))
+    website = StringField("Website", render_kw=_text(_SETTINGS["website"]))
+    address = TextAreaField("Address", render_kw=_text(_SETTINGS["address"]))
+    tax_id = StringField("Tax ID", render_kw=_text(_SETTINGS["tax_id"]))
+    brand_color = StringField("Brand colour", render_kw={"required": True})
+    currency = StringField("Currency", render_kw={"required": True, "minlength": 3, "maxlength": 3})
+    timezone = StringField("Timezone", render_kw=_text(_SETTINGS["timezone"], required=True))
+    locale = StringField("Locale", render_kw=_text(_SETTINGS["locale"], required=True))
+    invoice_number_format = StringField("Invoice number format",
+                                        render_kw=_text(_SETTINGS["invoice_number_format"], required=True))
     payment_terms = SelectField("Default payment terms", choices=[
         SelectChoice("net", "Net N days (due N days after the invoice date)"),
         SelectChoice("receipt", "Due on receipt"),
     ], default="net")
-    payment_terms_days = IntegerField("Payment terms (days)", validators=[
-        _RequiredUnless("payment_terms", "receipt", message="Enter a number of days."), NumberRange(min=0, max=365)],
-        description="Used with Net N days.")
-    invoice_next_number = IntegerField("Next invoice number", validators=[
-        Optional(), _whole_number("Use a whole number, 1 or more."),
-        NumberRange(min=1, max=2_000_000_000, message="Use a whole number, 1 or more.")])
+    payment_terms_days = WholeNumberField("Payment terms (days)", description="Used with Net N days.",
+                                          render_kw=_range(*settings_service.PAYMENT_TERMS_DAYS))
+    invoice_next_number = WholeNumberField("Next invoice number",
+                                           render_kw=_range(1, settings_service.MAX_INVOICE_NUMBER))
     invoice_next_number_was = HiddenField()  # what the page showed: an unchanged number is not re-checked
-    invoice_memo = TextAreaField("Default memo", validators=[Optional(), Length(max=5000)],
+    invoice_memo = TextAreaField("Default memo", render_kw=_text(_SETTINGS["invoice_memo"]),
                                  description="Printed on new invoices; staff can change it per invoice.")
-    invoice_footer = TextAreaField("Invoice footer", validators=[Optional(), Length(max=2000)])
+    invoice_footer = TextAreaField("Invoice footer", render_kw=_text(_SETTINGS["invoice_footer"]))
     notify_invoice_ready = BooleanField("Email billing contacts when an invoice is ready without being sent")
     notify_payment_receipt = BooleanField("Email a receipt to the client when a payment is recorded")
     notify_staff_on_payment = BooleanField("Email staff when a payment arrives")
@@ -155,26 +200,120 @@ class SettingsForm(FlaskForm):
     remove_logo = BooleanField("Remove the logo")
     # Client portal (F4)
     clients_manage_autopay = BooleanField("Clients may turn autopay on or off in the portal")
-    autopay_timing = SelectField("When autopay charges", default="on_issue",
+    autopay_timing = SelectField("When autopay charges", default="on_issue", validate_choice=False,
                                  choices=[SelectChoice(key, label) for key, label in AUTOPAY_TIMINGS.items()],
                                  description="The default; you can set another timing for a client on their page.")
-    autopay_days_before = IntegerField("Days before the due date", validators=[
-        _OnlyWhen("autopay_timing", "days_before_due", "Use a number of days between 1 and 60."),
-        NumberRange(min=1, max=60, message="Use a number of days between 1 and 60.")],
-        description="Used with \u201cA number of days before the due date\u201d.")
+    autopay_days_before = WholeNumberField("Days before the due date", render_kw=_range(*settings_service.AUTOPAY_DAYS),
+                                           description="Used with \u201cA number of days before the due date\u201d.")
     auto_apply_credit = BooleanField("Apply a client's credit balance to an invoice automatically when it is finalized")
-    restrict_overdue_days = IntegerField("Restrict clients with an invoice overdue more than (days)", validators=[
-        Optional(), _whole_number("Use a number of days between 1 and 365, or leave it empty."),
-        NumberRange(min=1, max=365, message="Use a number of days between 1 and 365, or leave it empty.")],
-        description="Leave empty to never restrict anyone.")
-    restrict_actions = CheckboxesField("What a restricted client can't do in the portal",
-                                       choices=[SelectChoice(key, label) for key, label in RESTRICTABLE_OFFERED.items()])
-    card_expiry_notice_days = IntegerField("Warn about an expiring card (days before)", validators=[
-        _whole_number("Use a number of days between 1 and 90."),
-        NumberRange(min=1, max=90, message="Use a number of days between 1 and 90.")],
+    restrict_overdue_days = WholeNumberField("Restrict clients with an invoice overdue more than (days)",
+                                             render_kw=_range(*settings_service.RESTRICT_DAYS),
+                                             description="Leave empty to never restrict anyone.")
+    restrict_actions = CheckboxesField(
+        "What a restricted client can't do in the portal", validate_choice=False,
+        choices=[SelectChoice(key, label) for key, label in RESTRICTABLE_OFFERED.items()])
+    card_expiry_notice_days = WholeNumberField(
+        "Warn about an expiring card (days before)", render_kw=_range(*settings_service.CARD_NOTICE_DAYS),
         description="Clients get one email per card this many days before it expires.")
-    credit_note_number_format = StringField("Credit note number format", validators=[DataRequired(), Length(max=64)])
+    credit_note_number_format = StringField("Credit note number format",
+                                            render_kw=_text(_SETTINGS["credit_note_number_format"], required=True))
 
 
 class PortalLinkForm(FlaskForm):
     send = BooleanField("Email it to the contact", default=False)
+
+
+# Typed values the services judge ------------------------------------------------------------------
+
+class IdField(StringField):
+    """A row's id as posted (a hidden input): the text if it is an id (ASCII digits, at most 18),
+    else empty, which names nothing."""
+
+    def process_formdata(self, valuelist):
+        text = (valuelist[0] if valuelist else "") or ""
+        self.data = text if text.isascii() and text.isdigit() and len(text) <= 18 else ""
+
+
+# The invoice editor ---------------------------------------------------------------------------------
+
+_LINE_ID_FIELDS = ("service_id", "charge_id")
+
+# One line of the editor, ``lines-N-<field>``: text as typed, for ``services.invoices`` to parse.
+LineForm = type("LineForm", (Form,), {
+    name: (IdField() if name in _LINE_ID_FIELDS else StringField()) for name in LINE_FIELDS})
+
+
+class LineList(FieldList):
+    """The ``lines-N-<field>`` rows, in N order and renumbered from 0 (the service's error keys then
+    point at the rows as the editor re-renders them). Only ``N`` of up to 6 ASCII digits and the
+    line's own fields make a row; the list stops at ``max_entries``."""
+
+    def _extract_indices(self, prefix, formdata):
+        key = re.compile(rf"^{re.escape(prefix)}-([0-9]{{1,6}})-([a-z_]+)$")
+        for name in formdata:
+            match = key.match(name)
+            if match and match.group(2) in LINE_FIELDS:
+                yield int(match.group(1))
+
+
+class InvoiceForm(FlaskForm):
+    """The draft editor: header fields, ``lines-N-…`` rows, and which button was pressed. It builds
+    the ``DraftInput`` that ``services.invoices`` parses and checks (all of it: nothing is judged here)."""
+
+    currency = StringField("Currency")
+    due_date = StringField("Due date")
+    discount_kind = StringField("Invoice discount")
+    discount_value = StringField("Discount value")
+    memo = TextAreaField("Memo")
+    footer = TextAreaField("Footer")
+    # One more than the service takes, so the service can say there are too many.
+    lines = LineList(FormField(LineForm), max_entries=MAX_LINES + 1)
+    then = StringField()  # "", "finalize" or "send" (Save's buttons)
+    op = StringField()  # the editor's line buttons: add, add-service, remove-N, up-N, down-N
+    add_service_id = IdField("Add from the catalogue")
+
+    @staticmethod
+    def is_blank(line: dict[str, str]) -> bool:
+        """A row nobody filled in (an added line left empty) is not part of the invoice."""
+        return not any((line.get(k) or "").strip() for k in
+                       ("description", "unit_price", "discount_value", "service_id", "charge_id"))
+
+    def draft_input(self, keep_blank: bool = False) -> DraftInput:
+        lines = [{name: entry[name].data or "" for name in LINE_FIELDS} for entry in self.lines]
+        if not keep_blank:
+            lines = [line for line in lines if not self.is_blank(line)]
+        return DraftInput(
+            currency=self.currency.data or "", due_date=self.due_date.data or "", memo=self.memo.data or "",
+            footer=self.footer.data or "", discount_kind=self.discount_kind.data or "",
+            discount_value=self.discount_value.data or "", lines=lines)
+
+
+# Paying (the guest page, an invoice in the portal, "pay all") and adding a payment method ------------
+
+class PayForm(FlaskForm):
+    """The sandbox's pay form (and the portal's add-a-method form): the method and the test card or
+    bank account typed. ``services.payments`` / ``payment_methods`` judge them; with Stripe the
+    Payment Element collects the details and only the method matters."""
+
+    FIELDS = ("method", "card_number", "expiry", "cvc", "account")
+    MAX = 64  # characters kept of each field
+
+    method = StringField("Method")
+    card_number = StringField("Card number")
+    expiry = StringField("Expiry")
+    cvc = StringField("CVC")
+    account = StringField("Account")
+    use_saved = StringField()  # "pay all": "1" pays with the default saved method
+
+    @property
+    def typed(self) -> dict[str, str]:
+        """What was typed, trimmed, as the page shows it back (card is the method by default)."""
+        typed = {name: (self[name].data or "").strip()[:self.MAX] for name in self.FIELDS}
+        typed["method"] = typed["method"] or "card"
+        return typed
+
+    @property
+    def number(self) -> str:
+        """The card number for a card, else the bank account."""
+        typed = self.typed
+        return typed["card_number"] if typed["method"] == "card" else typed["account"]

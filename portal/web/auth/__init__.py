@@ -7,7 +7,7 @@ is known.
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_user
 
 from portal.extensions import limiter
 from portal.services import auth as auth_service
@@ -16,11 +16,11 @@ from portal.services.errors import ServiceError
 from portal.web.forms import ForgotPasswordForm, LoginForm, SetPasswordForm
 from portal.web import SESSION_TOKEN
 from portal.web.rendering import render, safe_next
+from portal.web.sign_out import sign_out_this_browser
 
 bp = Blueprint("auth", __name__)
 
 HOME = {"staff": "staff.dashboard", "contact": "client.home"}
-LOGIN = {"staff": "auth.staff_login", "contact": "auth.portal_login"}
 AREA = {"staff": "/staff/", "contact": "/portal/"}
 
 
@@ -66,15 +66,6 @@ def _login(kind: str):
         error = "Enter your email and password."
     return render("auth/login.html", form=form, kind=kind, error=error,
                   expired=request.args.get("expired") == "1")
-
-
-def sign_out_this_browser(kind: str):
-    """End this browser's server-side session, forget it, and go to the login page."""
-    session_service.end_token(session.get(SESSION_TOKEN), "logout")
-    logout_user()
-    session.clear()
-    flash("You are signed out.", "info")
-    return redirect(url_for(LOGIN[kind]))
 
 
 def _logout(kind: str):

@@ -12,8 +12,8 @@ from portal.services import auth as auth_service
 from portal.services import invoices as invoice_service
 from portal.services import credits, payment_methods, payments
 from portal.services.errors import NotFound, ServiceError
-from portal.web.client.forms import ChangePasswordForm, ProfileForm
-from portal.web.downloads import invoice_pdf
+from portal.web import downloads
+from portal.web.forms import ChangePasswordForm, PayForm, ProfileForm
 from portal.web.guards import require_contact
 from portal.web.rendering import render
 
@@ -61,9 +61,6 @@ def invoices():
                   filters=invoice_service.PORTAL_STATUS_FILTERS)
 
 
-_PAY_FIELDS = ("method", "card_number", "expiry", "cvc", "account")
-
-
 def _invoice_page(invoice, typed: dict | None = None, error: ServiceError | None = None,
                   stripe: dict | None = None, status: int = 200):
     context = invoice_service.client_document(invoice)
@@ -84,11 +81,10 @@ def invoice(invoice_id: int):
 def pay(invoice_id: int):
     """Pay in place: the same service as the guest page, on an invoice of the contact's own client."""
     found = _invoice_or_404(invoice_id)
-    typed = {name: request.form.get(name, "").strip()[:64] for name in _PAY_FIELDS}
-    typed["method"] = typed["method"] or "card"
-    number = typed["card_number"] if typed["method"] == "card" else typed["account"]
+    form = PayForm()
+    typed = form.typed
     try:
-        checkout = payments.guest_pay(found.id, typed["method"], number)
+        checkout = payments.guest_pay(found.id, typed["method"], form.number)
     except ServiceError as exc:
         return _invoice_page(found, typed, exc, status=422)
     if checkout is not None:  # Stripe: the page now mounts the Payment Element for this intent
@@ -120,7 +116,7 @@ def payment_done(invoice_id: int):
 
 @bp.get("/invoices/<int:invoice_id>/pdf")
 def invoice_pdf_download(invoice_id: int):
-    return invoice_pdf(_invoice_or_404(invoice_id))
+    return downloads.invoice_pdf(_invoice_or_404(invoice_id))
 
 
 @bp.get("/payments")

@@ -9,8 +9,8 @@ from flask_login import current_user
 
 from portal.services import credit_notes
 from portal.services.errors import NotFound
+from portal.web import downloads
 from portal.web.client import bp
-from portal.web.staff.credit_notes import pdf_response
 
 
 @bp.get("/credit-notes/<int:credit_note_id>/pdf")
@@ -19,4 +19,4 @@ def credit_note_pdf(credit_note_id: int):
         note = credit_notes.get_credit_note(credit_note_id, client_id=current_user.client_id)
     except NotFound:
         abort(404)
-    return pdf_response(note)
+    return downloads.credit_note_pdf(note)

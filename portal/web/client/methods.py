@@ -15,9 +15,8 @@ from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
 from portal.services.links import external_url
 from portal.web.client import bp
+from portal.web.forms import PayForm
 from portal.web.rendering import is_htmx, render
-
-_ADD_FIELDS = ("method", "card_number", "expiry", "cvc", "account")
 
 
 def _page(typed: dict | None = None, add_error: ServiceError | None = None, stripe: dict | None = None,
@@ -51,11 +50,10 @@ def payment_method_add():
     """Sandbox: save the test card or account typed here. Stripe: start a SetupIntent and mount the
     Payment Element for it (the browser confirms, then returns to ``payment_method_added``)."""
     contact = current_user._get_current_object()
-    typed = {name: request.form.get(name, "").strip()[:64] for name in _ADD_FIELDS}
-    typed["method"] = typed["method"] or "card"
-    number = typed["card_number"] if typed["method"] == "card" else typed["account"]
+    form = PayForm()
+    typed = form.typed
     try:
-        added = methods_service.add_method(contact.client_id, contact, typed["method"], number, typed["expiry"],
+        added = methods_service.add_method(contact.client_id, contact, typed["method"], form.number, typed["expiry"],
                                            typed["cvc"])
     except ServiceError as exc:
         return _page(typed, add_error=exc, status=422)

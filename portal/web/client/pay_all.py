@@ -1,18 +1,16 @@
 """The client portal's "Pay all open invoices" and payment receipts. F4."""
 from __future__ import annotations
 
-from io import BytesIO
-
-from flask import abort, current_app, flash, jsonify, redirect, request, send_file, url_for
+from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 from flask_login import current_user
 
 from portal.services import payments
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
+from portal.web import downloads
 from portal.web.client import bp
+from portal.web.forms import PayForm
 from portal.web.rendering import render
-
-_PAY_FIELDS = ("method", "card_number", "expiry", "cvc", "account")
 
 _OUTCOME_FLASH = {
     "paid": ("Payment received. Thank you! A receipt is on its way to your email.", "success"),
@@ -50,15 +48,14 @@ def pay_all_page():
 def pay_all_submit():
     currency = request.form.get("currency", "")[:3]
     quote = request.form.get("quote", "")[:20000]
-    typed = {name: request.form.get(name, "").strip()[:64] for name in _PAY_FIELDS}
-    typed["method"] = typed["method"] or "card"
-    number = typed["card_number"] if typed["method"] == "card" else typed["account"]
+    form = PayForm()
+    typed = form.typed
     actor = Actor.of(current_user)
     try:
-        if request.form.get("use_saved") == "1":
+        if form.use_saved.data == "1":
             result = payments.pay_all_saved(current_user.client_id, currency, actor, quote)
         else:
-            result = payments.pay_all(current_user.client_id, currency, actor, typed["method"], number, quote)
+            result = payments.pay_all(current_user.client_id, currency, actor, typed["method"], form.number, quote)
     except ServiceError as exc:
         return _page(currency, typed, exc, status=422)
     if result["client_secret"]:  # Stripe: the page now mounts the Payment Element for this intent
@@ -114,8 +111,4 @@ def receipt_pdf(payment_id: int):
         data, name = payments.receipt_pdf(current_user.client_id, payment_id)
     except NotFound:
         abort(404)
-    response = send_file(BytesIO(data), mimetype="application/pdf", as_attachment=True, download_name=name,
-                         conditional=False, etag=False)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.pop("Expires", None)
-    return response
+    return downloads.pdf_response(data, name)

@@ -8,8 +8,8 @@ from flask_login import current_user
 from portal.services import sessions as session_service
 from portal.services.errors import NotFound
 from portal.web import current_session_id
-from portal.web.auth import sign_out_this_browser
 from portal.web.client import bp
+from portal.web.sign_out import sign_out_this_browser
 
 
 @bp.post("/profile/sessions/<int:session_id>/end")

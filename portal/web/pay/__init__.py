@@ -19,12 +19,11 @@ from portal.extensions import limiter
 from portal.services import invoices as invoice_service
 from portal.services import payments
 from portal.services.errors import NotFound, ServiceError
-from portal.web.downloads import invoice_pdf
+from portal.web import downloads
+from portal.web.forms import PayForm
 from portal.web.rendering import render
 
 bp = Blueprint("pay", __name__)
-
-_FIELDS = ("method", "card_number", "expiry", "cvc", "account")
 
 
 @bp.url_value_preprocessor
@@ -68,11 +67,10 @@ def invoice(token: str):
 @_limit
 def pay(token: str):
     found = _invoice_or_404(token)
-    typed = {name: request.form.get(name, "").strip()[:64] for name in _FIELDS}
-    typed["method"] = typed["method"] or "card"
-    number = typed["card_number"] if typed["method"] == "card" else typed["account"]
+    form = PayForm()
+    typed = form.typed
     try:
-        checkout = payments.guest_pay(found.id, typed["method"], number)
+        checkout = payments.guest_pay(found.id, typed["method"], form.number)
     except ServiceError as exc:
         return _page(token, found, typed, exc, status=422)
     if checkout is not None:  # Stripe: the page now mounts the Payment Element for this intent
@@ -109,4 +107,4 @@ def done(token: str):
 @bp.get("/pay/<token>/pdf")
 @_limit
 def invoice_pdf_download(token: str):
-    return invoice_pdf(_invoice_or_404(token))
+    return downloads.invoice_pdf(_invoice_or_404(token))

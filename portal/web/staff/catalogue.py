@@ -9,6 +9,7 @@ from wtforms import BooleanField, RadioField, SelectChoice, SelectField, StringF
 from portal.services import catalogue as catalogue_service
 from portal.services.errors import NotFound
 from portal.services.events import Actor
+from portal.web.forms import show_errors
 from portal.web.rendering import render
 from portal.web.staff import bp
 
@@ -54,11 +55,6 @@ def _service_or_404(service_id: int):
         abort(404)
 
 
-def _show_errors(form, errors: dict[str, str]) -> None:
-    for field, message in errors.items():
-        getattr(form, field).errors = [message]
-
-
 def _with_rate_choices(form: ServiceForm, current_rate_id: int | None = None) -> ServiceForm:
     rates = [r for r in catalogue_service.list_tax_rates() if r.active or r.id == current_rate_id]
     form.tax_rate_id.choices = [SelectChoice("", "No tax")] + [
@@ -81,7 +77,7 @@ def catalogue_tax_rate_new():
         try:
             rate = catalogue_service.create_tax_rate({f: getattr(form, f).data for f in RATE_FIELDS}, _actor())
         except catalogue_service.CatalogueInvalid as exc:
-            _show_errors(form, exc.errors)
+            show_errors(form, exc.errors)
         else:
             flash(f"Tax rate {rate.label} added.", "success")
             return redirect(url_for("staff.catalogue") + "#tax-rates")
@@ -97,7 +93,7 @@ def catalogue_tax_rate_edit(rate_id: int):
         try:
             catalogue_service.update_tax_rate(rate, {f: getattr(form, f).data for f in RATE_FIELDS}, _actor())
         except catalogue_service.CatalogueInvalid as exc:
-            _show_errors(form, exc.errors)
+            show_errors(form, exc.errors)
         else:
             flash(f"Tax rate {rate.label} saved.", "success")
             return redirect(url_for("staff.catalogue") + "#tax-rates")
@@ -129,7 +125,7 @@ def catalogue_service_new():
             service = catalogue_service.create_service({f: getattr(form, f).data for f in SERVICE_FIELDS},
                                                        _actor())
         except catalogue_service.CatalogueInvalid as exc:
-            _show_errors(form, exc.errors)
+            show_errors(form, exc.errors)
         else:
             flash(f"Service “{service.name}” added.", "success")
             return redirect(url_for("staff.catalogue") + "#services")
@@ -147,7 +143,7 @@ def catalogue_service_edit(service_id: int):
             catalogue_service.update_service(service, {f: getattr(form, f).data for f in SERVICE_FIELDS},
                                              _actor())
         except catalogue_service.CatalogueInvalid as exc:
-            _show_errors(form, exc.errors)
+            show_errors(form, exc.errors)
         else:
             flash(f"Service “{service.name}” saved.", "success")
             return redirect(url_for("staff.catalogue") + "#services")

@@ -4,37 +4,31 @@ from __future__ import annotations
 from flask import abort, flash, g, redirect, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, SelectChoice, SelectField
-from wtforms.validators import NumberRange, StopValidation
+from wtforms import BooleanField, SelectChoice, SelectField
 
 from portal.services import restrictions
 from portal.services import settings as settings_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
+from portal.web.forms import WholeNumberField, show_errors
 from portal.web.staff import bp
 from portal.web.staff import clients as client_pages
 
 CREDIT_CHOICES = {"default": None, "on": True, "off": False}
 
 
-def _days_when_needed(form, field):
-    """Days are read only with "N days before the due date"; then they must be a whole number."""
-    if form.autopay_timing.data != "days_before_due":
-        field.errors[:] = []
-        raise StopValidation()
-    if field.data is None or field.process_errors:
-        field.errors[:] = []
-        raise StopValidation("Use a number of days between 1 and 60.")
-
-
 class ClientBillingForm(FlaskForm):
+    """Renders and reads; ``settings.update_client_billing`` checks the values. The two choices are
+    checked against their options here: they are what the service's values are made from."""
+
     autopay = BooleanField("Autopay: charge the default saved payment method")
     autopay_timing = SelectField("When autopay charges", default="", choices=[
         SelectChoice("", "Business default"),
         *[SelectChoice(key, label) for key, label in settings_service.AUTOPAY_TIMINGS.items()],
     ])
-    autopay_days_before = IntegerField("Days before the due date", validators=[
-        _days_when_needed, NumberRange(min=1, max=60, message="Use a number of days between 1 and 60.")])
+    autopay_days_before = WholeNumberField("Days before the due date",
+                                           render_kw={"min": settings_service.AUTOPAY_DAYS[0],
+                                                      "max": settings_service.AUTOPAY_DAYS[1]})
     auto_apply_credit = SelectField("Apply credit balance to new invoices", default="default", choices=[
         SelectChoice("default", "Business default"), SelectChoice("on", "Yes, automatically"),
         SelectChoice("off", "No, only when staff apply it"),
@@ -76,8 +70,7 @@ def client_billing_settings(client_id: int):
         except NotFound:
             abort(404)
         except ServiceError as exc:
-            for field, message in getattr(exc, "errors", {}).items():
-                getattr(form, field).errors = [message]
+            show_errors(form, getattr(exc, "errors", None) or {"autopay": exc.message})
         else:
             flash("Billing settings saved.", "success")
             return redirect(url_for("staff.client_detail", client_id=client_id, _anchor="billing-settings"), code=303)

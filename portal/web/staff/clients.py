@@ -8,7 +8,7 @@ from portal.services import clients as client_service
 from portal.services import credits, payment_methods
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
-from portal.web.forms import ClientForm, ContactForm, NewClientForm, PortalLinkForm
+from portal.web.forms import ClientForm, ContactForm, NewClientForm, PortalLinkForm, show_errors
 from portal.web.rendering import render
 from portal.web.staff import bp
 
@@ -31,17 +31,6 @@ def _contact_or_404(client_id: int, contact_id: int):
         abort(404)
 
 
-def _client_values(form: ClientForm) -> dict:
-    values = {name: getattr(form, name).data for name in client_service.CLIENT_FIELDS}
-    if values.get("currency"):
-        values["currency"] = values["currency"].upper()
-    return values
-
-
-def _contact_values(form: ContactForm) -> dict:
-    return {name: getattr(form, name).data for name in client_service.CONTACT_FIELDS}
-
-
 @bp.get("/clients")
 def clients():
     search = request.args.get("q", "")
@@ -54,14 +43,13 @@ def clients():
 def client_new():
     form = NewClientForm()
     if form.validate_on_submit():
-        client = client_service.create_client(
-            _client_values(form),
-            [{"name": form.contact_name.data, "email": form.contact_email.data,
-              "receives_invoices": form.contact_receives_invoices.data}],
-            _actor(),
-        )
-        flash(f"Client {client.name} added.", "success")
-        return redirect(url_for("staff.client_detail", client_id=client.id))
+        try:
+            client = client_service.create_client(form.values(), form.contacts(), _actor())
+        except client_service.ClientInvalid as exc:
+            show_errors(form, exc.errors, aliases=NewClientForm.CONTACT_ERRORS)
+        else:
+            flash(f"Client {client.name} added.", "success")
+            return redirect(url_for("staff.client_detail", client_id=client.id))
     status = 422 if request.method == "POST" else 200
     return render("staff/client_form.html", form=form, client=None), status
 
@@ -79,9 +67,13 @@ def client_edit(client_id: int):
     client = _client_or_404(client_id)
     form = ClientForm(obj=client)
     if form.validate_on_submit():
-        client_service.update_client(client, _client_values(form), _actor())
-        flash("Client saved.", "success")
-        return redirect(url_for("staff.client_detail", client_id=client.id))
+        try:
+            client_service.update_client(client, form.values(), _actor())
+        except client_service.ClientInvalid as exc:
+            show_errors(form, exc.errors)
+        else:
+            flash("Client saved.", "success")
+            return redirect(url_for("staff.client_detail", client_id=client.id))
     status = 422 if request.method == "POST" else 200
     return render("staff/client_form.html", form=form, client=client), status
 
@@ -91,9 +83,13 @@ def contact_new(client_id: int):
     client = _client_or_404(client_id)
     form = ContactForm()
     if form.validate_on_submit():
-        client_service.add_contact(client, _contact_values(form), _actor())
-        flash("Contact added.", "success")
-        return redirect(url_for("staff.client_detail", client_id=client.id))
+        try:
+            client_service.add_contact(client, form.values(), _actor())
+        except client_service.ClientInvalid as exc:
+            show_errors(form, exc.errors)
+        else:
+            flash("Contact added.", "success")
+            return redirect(url_for("staff.client_detail", client_id=client.id))
     status = 422 if request.method == "POST" else 200
     return render("staff/contact_form.html", form=form, client=client, contact=None), status
 
@@ -105,9 +101,9 @@ def contact_edit(client_id: int, contact_id: int):
     form = ContactForm(obj=contact)
     if form.validate_on_submit():
         try:
-            client_service.update_contact(contact, _contact_values(form), _actor())
-        except ServiceError as exc:
-            form.email.errors = [exc.message]
+            client_service.update_contact(contact, form.values(), _actor())
+        except client_service.ClientInvalid as exc:
+            show_errors(form, exc.errors)
         else:
             flash("Contact saved.", "success")
             return redirect(url_for("staff.client_detail", client_id=client.id))

@@ -1,33 +1,22 @@
 """Staff: credit notes on finalized invoices (issue from the invoice page, download the PDF). F4."""
 from __future__ import annotations
 
-from io import BytesIO
-
-from flask import abort, flash, redirect, request, send_file, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask_login import current_user
 
 from portal.services import credit_notes
 from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
+from portal.web import downloads
 from portal.web.staff import bp
+from portal.web.staff.invoices.page import show_invoice
 
 _TYPED_MAX = {"memo": 2100}
 
 
-def pdf_response(note):
-    """The credit note's PDF as an attachment named ``<number>.pdf``; never cached (it is private)."""
-    response = send_file(BytesIO(credit_notes.render_pdf(note)), mimetype="application/pdf", as_attachment=True,
-                         download_name=credit_notes.filename(note), conditional=False, etag=False)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.pop("Expires", None)
-    return response
-
-
 @bp.post("/invoices/<int:invoice_id>/credit-notes")
 def credit_note_issue(invoice_id: int):
-    from portal.web.staff.invoices import _show
-
     try:
         invoice = invoice_service.get_invoice(invoice_id)
     except NotFound:
@@ -37,13 +26,13 @@ def credit_note_issue(invoice_id: int):
         note = credit_notes.issue(invoice_id, typed, Actor.of(current_user))
     except credit_notes.CreditNoteInvalid as exc:
         invoice = invoice_service.get_invoice(invoice_id)
-        return _show(invoice, status=422, credit_note={"typed": typed, "errors": exc.errors})
+        return show_invoice(invoice, status=422, credit_note={"typed": typed, "errors": exc.errors})
     except NotFound:
         abort(404)
     except ServiceError as exc:
         if exc.field:  # e.g. the gateway's own limit on the refund
             field = "to_refund" if exc.field == "amount" else exc.field
-            return _show(invoice_service.get_invoice(invoice_id), status=422,
+            return show_invoice(invoice_service.get_invoice(invoice_id), status=422,
                          credit_note={"typed": typed, "errors": {field: exc.message}})
         flash(exc.message, "error")
         return redirect(url_for("staff.invoice_detail", invoice_id=invoice_id), code=303)
@@ -58,4 +47,4 @@ def credit_note_pdf(credit_note_id: int):
         note = credit_notes.get_credit_note(credit_note_id)
     except NotFound:
         abort(404)
-    return pdf_response(note)
+    return downloads.credit_note_pdf(note)

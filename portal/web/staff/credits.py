@@ -1,7 +1,7 @@
 """Staff: a client's credit balance, custom credits, one-time charges, applying credit. F4.
 
 The credit section of the client page and the "Apply credit" panel of the invoice page are slots
-of pages rendered elsewhere (``clients.client_detail``, ``invoices._show``). When a form posted
+of pages rendered elsewhere (``clients.client_detail``, ``invoices.page.show_invoice``). When a form posted
 here must come back with its errors (422), the page is rendered by those same functions, so it is
 exactly the page staff were on; the credit panel with the typed values and errors rides along in
 ``g.credit_panel``, which the slot templates prefer over the panel the page computed.
@@ -20,7 +20,7 @@ from portal.services.events import Actor
 from portal.web.rendering import is_htmx
 from portal.web.staff import bp
 from portal.web.staff import clients as client_views
-from portal.web.staff import invoices as invoice_views
+from portal.web.staff.invoices.page import show_invoice
 
 _FIELDS = ("amount", "currency", "description")
 
@@ -92,7 +92,7 @@ def invoice_apply_credit(invoice_id: int):
         if exc.field:
             invoice = invoice_service.get_invoice(invoice_id)
             g.credit_panel = credits.invoice_panel(invoice, amount=amount, error=exc.message)
-            return invoice_views._show(invoice, status=422)
+            return show_invoice(invoice, status=422)
         flash(exc.message, "error")
         return redirect(url_for("staff.invoice_detail", invoice_id=invoice_id), code=303)
     invoice = invoice_service.get_invoice(invoice_id)

@@ -11,8 +11,8 @@ from portal.services import auth as auth_service
 from portal.services import sessions as session_service
 from portal.services.errors import NotFound, ServiceError
 from portal.web import current_session_id
-from portal.web.auth import sign_out_this_browser
-from portal.web.client.forms import ChangePasswordForm
+from portal.web.forms import ChangePasswordForm
+from portal.web.sign_out import sign_out_this_browser
 from portal.web.rendering import render
 from portal.web.staff import bp
 

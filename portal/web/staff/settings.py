@@ -7,7 +7,7 @@ from werkzeug.datastructures import FileStorage
 from portal.services import settings as settings_service
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
-from portal.web.forms import SettingsForm
+from portal.web.forms import SettingsForm, show_errors
 from portal.web.guards import require_owner
 from portal.web.rendering import render
 from portal.web.staff import bp
@@ -40,8 +40,7 @@ def settings():
                 settings_service.update_business(values, Actor.of(current_user), logo=logo,
                                                  remove_logo=form.remove_logo.data)
             except ServiceError as exc:
-                for field, message in getattr(exc, "errors", {}).items():
-                    getattr(form, field).errors = [message]
+                show_errors(form, getattr(exc, "errors", None) or {"name": exc.message})
             else:
                 flash("Settings saved.", "success")
                 return redirect(url_for("staff.settings"))
