@@ -149,7 +149,7 @@ class WholeNumberField(IntegerField):
         digits = text[1:] if text[:1] in ("+", "-") else text
         if not text:
             self.data = None
-        elif text.isascii() and digits.isdigit() and len(digits) <= 18:
+        elif text.isascii() and digits.isdigit() and len(digits) <= 4000:  # int() reads at most 4,300 digits
             self.data = int(text)
         else:
             self.data = text
@@ -226,21 +226,29 @@ class PortalLinkForm(FlaskForm):
 # Typed values the services judge ------------------------------------------------------------------
 
 class IdField(StringField):
-    """A row's id as posted (a hidden input): the text if it is an id (ASCII digits, at most 18),
-    else empty, which names nothing."""
+    """A row's id as posted (a select or a hidden input): the text if it is an id (ASCII digits, at
+    most 18), blank if blank, and anything else ``invalid``: "" names nothing, while "?" is an id no
+    row has, which the service refuses in its own words (an id too long for the database, or digits
+    ``int()`` can't read, never reach a query)."""
+
+    def __init__(self, *args, invalid: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.invalid = invalid
 
     def process_formdata(self, valuelist):
-        text = (valuelist[0] if valuelist else "") or ""
-        self.data = text if text.isascii() and text.isdigit() and len(text) <= 18 else ""
+        text = ((valuelist[0] if valuelist else "") or "").strip()
+        self.data = text if not text or (text.isascii() and text.isdigit() and len(text) <= 18) else self.invalid
 
 
 # The invoice editor ---------------------------------------------------------------------------------
 
-_LINE_ID_FIELDS = ("service_id", "charge_id")
+# The ids a line carries: the tax rate picked (a wrong one is the service's field error), and the
+# catalogue service or open charge it came from (hidden; a wrong one names nothing).
+_LINE_IDS = {"tax_rate_id": "?", "service_id": "", "charge_id": ""}
 
 # One line of the editor, ``lines-N-<field>``: text as typed, for ``services.invoices`` to parse.
 LineForm = type("LineForm", (Form,), {
-    name: (IdField() if name in _LINE_ID_FIELDS else StringField()) for name in LINE_FIELDS})
+    name: (IdField(invalid=_LINE_IDS[name]) if name in _LINE_IDS else StringField()) for name in LINE_FIELDS})
 
 
 class LineList(FieldList):
