@@ -146,7 +146,8 @@ def _line(line, currency: str, tax_rate) -> dict:
     elif len(rest) == 3:
         quantity, price, rate = rest
     else:
-        raise TypeError(f"a line is (description, price[, tax rate]) or (description, quantity, price, tax rate): {line!r}")
+        raise TypeError("a line is (description, price[, tax rate]) or (description, quantity, price, tax rate): "
+                        f"{line!r}")
     return {"description": description, "quantity": str(quantity), "unit_price": _typed(price, currency),
             "tax_rate_id": _rate_id(rate)}
 
