@@ -13,7 +13,7 @@ from flask_wtf.file import FileField
 from wtforms import (BooleanField, EmailField, FieldList, Form, FormField, HiddenField, IntegerField, PasswordField,
                      SelectChoice, SelectField, SelectMultipleField, StringField, TextAreaField)
 from wtforms.widgets import CheckboxInput, ListWidget
-from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
+from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from portal.services.invoice_pages import LINE_FIELDS
 from portal.services.invoices import MAX_LINES, DraftInput
@@ -53,10 +53,10 @@ class SetPasswordForm(FlaskForm):
 
 
 class ProfileForm(FlaskForm):
-    """A portal contact's own details."""
+    """A portal contact's own details (``auth.update_own_profile`` checks them; the hints are its limits)."""
 
-    name = StringField("Name", validators=[DataRequired(message="Enter your name."), Length(max=200)])
-    phone = StringField("Phone", validators=[Optional(), Length(max=50)])
+    name = StringField("Name", render_kw={"required": True, "maxlength": 200})
+    phone = StringField("Phone", render_kw={"maxlength": 50})
 
 
 class ChangePasswordForm(FlaskForm):
