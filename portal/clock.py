@@ -42,3 +42,15 @@ def frozen(at: datetime):
         yield
     finally:
         _frozen.reset(token)
+
+
+@contextmanager
+def not_before(at: datetime | None):
+    """Run a block as of ``at`` while that moment is still ahead (``flask portal tick --at`` a later
+    moment), else as of now: a job the tick queued for a moment runs as of that moment or later,
+    never earlier, and a retry an hour later records the hour it really ran."""
+    if at is None or as_utc(at) <= now():
+        yield
+        return
+    with frozen(at):
+        yield

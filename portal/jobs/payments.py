@@ -2,6 +2,7 @@
 ``payments`` step decides which to enqueue and is the backstop for a lost job)."""
 from datetime import datetime
 
+from portal import clock
 from portal.jobs import job
 from portal.services import payments
 
@@ -19,13 +20,15 @@ def cancel_stale(invoice_ids: list[int]) -> int:
 @job
 def cancel_stale_payment(payment_id: int, at: str | None = None) -> str:
     """Cancel one open intent the tick found stale or abandoned (checked again under its locks)."""
-    return payments.cancel_stale_payment(payment_id, _moment(at))
+    with clock.not_before(_moment(at)):
+        return payments.cancel_stale_payment(payment_id, _moment(at))
 
 
 @job
 def reconcile(payment_id: int, at: str | None = None) -> str:
     """Ask the gateway about one payment still pending or processing, and book what it says."""
-    return payments.reconcile_payment(payment_id, _moment(at))
+    with clock.not_before(_moment(at)):
+        return payments.reconcile_payment(payment_id)
 
 
 @job

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from portal import clock
 from portal.extensions import db
 from portal.models import Client, Invoice, Payment
-from portal.queues import redis_connection
+from portal.queues import enqueue_job, redis_connection
 from portal.services import invoices, payment_methods, payments
 from portal.services.events import Actor
 from tests.support.jobs import tick
@@ -66,10 +66,10 @@ def test_issuing_queues_the_charge_and_the_worker_charges_it_once(acme, run_work
 
 def test_two_enqueues_charge_once(acme, run_worker):
     invoice_id = issue(acme)
-    payments.enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
-    payments.enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
+    enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
+    enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
     run_worker()
-    payments.enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
+    enqueue_job("portal.jobs.autopay.charge", invoice_id, job_id=f"autopay-{invoice_id}")
     run_worker()
     assert [p.status for p in charges(invoice_id)] == ["succeeded"]
 

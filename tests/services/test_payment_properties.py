@@ -51,6 +51,7 @@ from portal.models import CreditEntry, Invoice, Payment, PaymentAllocation, Refu
 from portal.services import credit_notes, credits, invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from portal.services.payments import stale
 from tests.support.apps import empty_tables
 from tests.support.profiles import examples
 
@@ -206,7 +207,17 @@ class World:
             payments.refund_excess(payment_id)
 
     def op_reconcile(self) -> None:
-        payments.reconcile(clock.now() + payments.RECONCILE_AFTER + timedelta(minutes=1))
+        """The tick's decision, then its jobs (each as a worker runs it)."""
+        at = clock.now() + payments.RECONCILE_AFTER + timedelta(minutes=1)
+        work = payments.due_work(at)
+        db.session.rollback()
+        with clock.frozen(at):
+            for payment_id in work["reconcile"]:
+                payments.reconcile_payment(payment_id)
+            for payment_id in work["cancel_stale"]:
+                payments.cancel_stale_payment(payment_id, at)
+            for payment_id in work["refund_excess"]:
+                payments.refund_excess(payment_id)
 
     def quiesce(self) -> None:
         """Every webhook delivered (Stripe retries until it is), then the jobs and the tick, twice over."""
@@ -256,7 +267,7 @@ class World:
                                                                                      intent.status)
             assert gateway._load(payment.gateway_intent_id)["refunded"] == payment.refunded_amount
             if payment.status == "pending":
-                assert not payments._is_stale(payment, by_id), f"payment {payment.id} is stale and still open"
+                assert not stale._is_stale(payment, by_id), f"payment {payment.id} is stale and still open"
 
         succeeded = [p for p in attempts if p.status == "succeeded"]
         kept = sum(p.amount - p.refunded_amount for p in succeeded)

@@ -10,6 +10,7 @@ from portal.models import Event, Invoice, Payment
 from portal.services import invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from tests.support.jobs import run_jobs
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
@@ -63,6 +64,7 @@ def test_bank_debit_processes_then_the_tick_settles_it(invoice, cli):
     assert db.session.get(Invoice, invoice.id).status == "open"
     later = (clock.now() + timedelta(minutes=11)).isoformat()
     assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
+    run_jobs()
     db.session.expire_all()
     assert db.session.get(Invoice, invoice.id).status == "paid"
 
@@ -87,6 +89,7 @@ def test_a_decline_is_reported_once_however_often_it_is_reconciled(invoice, cli,
     for minutes in (11, 12, 13):
         at = (clock.now() + timedelta(minutes=minutes)).isoformat()
         assert cli.invoke(args=["portal", "tick", "--at", at]).exit_code == 0
+        run_jobs()
     failed = db.session.scalars(select(Event).where(Event.type == "invoice.payment_failed")).all()
     assert len(failed) == 1
     run_worker()

@@ -18,7 +18,7 @@ from weasyprint import HTML
 
 from portal.extensions import db
 from portal.models import TaxRate
-from portal.services import invoices, pdf
+from portal.services import invoice_documents, invoices, pdf
 from portal.services.events import Actor
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -220,7 +220,7 @@ def test_urls_typed_into_an_invoice_stay_text_and_only_the_logo_is_fetched(acme,
     ])
     invoices.finalize(invoice, STAFF)
 
-    data = pdf.render_pdf(invoice)
+    data = invoice_documents.render_pdf(invoice)
 
     assert trap.requests == []
     assert recorder.calls == [(pdf.LOGO_URL, "served")], "only the stored logo may be fetched"
@@ -237,10 +237,10 @@ def test_urls_typed_into_an_invoice_stay_text_and_only_the_logo_is_fetched(acme,
 
 def test_filename_is_the_invoice_number(acme, vat):
     invoice = draft(acme, vat)
-    assert pdf.filename(invoice) == f"draft-{invoice.id}.pdf"
+    assert invoice_documents.filename(invoice) == f"draft-{invoice.id}.pdf"
     invoices.finalize(invoice, STAFF)
     assert invoice.number.startswith("INV-")
-    assert pdf.filename(invoice) == f"{invoice.number}.pdf"
+    assert invoice_documents.filename(invoice) == f"{invoice.number}.pdf"
 
 
 def test_guest_pdf_download_is_an_attachment_named_by_number(acme, vat, client):
@@ -261,12 +261,12 @@ def test_guest_pdf_download_is_an_attachment_named_by_number(acme, vat, client):
 
 def test_a_draft_pdf_says_draft_and_a_finalized_one_does_not(acme, vat):
     invoice = draft(acme, vat)
-    [page] = pdf_text(pdf.render_pdf(invoice))
+    [page] = pdf_text(invoice_documents.render_pdf(invoice))
     assert "DRAFT" in page
     assert "Draft invoice" in page
 
     invoices.finalize(invoice, STAFF)
-    [page] = pdf_text(pdf.render_pdf(invoice))
+    [page] = pdf_text(invoice_documents.render_pdf(invoice))
     assert "DRAFT" not in page and "Draft" not in page
     assert invoice.number in page
 
@@ -277,7 +277,7 @@ def test_a_hundred_line_invoice_breaks_across_pages_with_the_header_repeated(acm
     invoice = draft(acme, vat, lines=lines)
     invoices.finalize(invoice, STAFF)
 
-    pages = pdf_text(pdf.render_pdf(invoice))
+    pages = pdf_text(invoice_documents.render_pdf(invoice))
 
     assert len(pages) > 1
     assert "Description" in pages[0] and "Line item 001" in pages[0]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Event, Invoice, InvoiceToken, TaxRate
-from portal.services import invoices
+from portal.services import guest_links, invoices
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
 from tests.support.web import post_form
@@ -98,7 +98,7 @@ def test_a_draft_has_no_guest_link_and_a_stray_token_for_one_opens_nothing(busin
 
     # Even a token row pointing at a draft (made behind the services' back) opens nothing.
     raw = "x" * 43
-    db.session.add(InvoiceToken(invoice_id=invoice.id, token_hash=invoices._hash(raw)))
+    db.session.add(InvoiceToken(invoice_id=invoice.id, token_hash=guest_links.token_hash(raw)))
     db.session.commit()
     for url in (f"/pay/{raw}", f"/pay/{raw}/pdf"):
         response = client.get(url)

@@ -1,6 +1,6 @@
 """The owner chooses which online payment methods the payment page offers."""
 from portal.extensions import db
-from portal.services import payments
+from portal.services import payment_methods
 from portal.services.settings import get_business
 from tests.support.web import post_form
 
@@ -18,14 +18,14 @@ def _settings_form(business) -> dict:
 
 def test_turning_off_sepa_removes_it_from_eur_payments(owner_client, make):
     make.business(currency="EUR")
-    assert payments.methods_for("EUR") == ["card", "sepa_debit"]
+    assert payment_methods.methods_for("EUR") == ["card", "sepa_debit"]
     form = _settings_form(get_business())
     form.update(accept_card="y", accept_us_bank_account="y")  # SEPA unticked
     response = post_form(owner_client, "/staff/settings", form)
     assert response.status_code == 302, response.get_data(as_text=True)
     db.session.expire_all()
-    assert payments.methods_for("EUR") == ["card"]
-    assert payments.methods_for("USD") == ["card", "us_bank_account"]
+    assert payment_methods.methods_for("EUR") == ["card"]
+    assert payment_methods.methods_for("USD") == ["card", "us_bank_account"]
 
 
 def test_at_least_one_method_stays_on(owner_client, make):

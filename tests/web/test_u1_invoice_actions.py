@@ -218,8 +218,8 @@ def test_finalizing_a_replacement_voids_the_original_and_both_link(app, ana, acm
     assert f'href="/portal/invoices/{original_id}">invoice {original_number}</a>' in text_of(new_portal)
 
     # The PDF names the other invoice without a link.
-    from portal.services import pdf
-    assert "Replaced by invoice INV-0002" in " ".join(re.sub(r"<[^>]+>", " ", pdf.render_html(
+    from portal.services import invoice_documents
+    assert "Replaced by invoice INV-0002" in " ".join(re.sub(r"<[^>]+>", " ", invoice_documents.render_html(
         db.session.get(Invoice, original_id))).split())
 
 

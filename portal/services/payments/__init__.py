@@ -61,6 +61,7 @@ from portal.services.payments.pay_all import (
 )
 from portal.services.payments.reconcile import (
     RECONCILE_AFTER,
+    due_work,
     reconcile,
     reconcile_payment,
 )
@@ -84,7 +85,7 @@ __all__ = [
     "ABANDON_AFTER", "AttemptChanged", "BANK_METHODS", "BANK_ON_ITS_WAY", "GATEWAY", "GUEST", "HANDLED", "LIVE",
     "PORTAL_HISTORY_PAGE_SIZE", "RECEIPT_STATUSES", "RECONCILE_AFTER", "apply_intent", "busy_invoice_ids",
     "cancel_stale", "cancel_stale_payment", "checkout_options", "clear_the_way", "client_payment_history", "client_receipt",
-    "confirm_in_sandbox", "guest_pay", "handle_webhook", "invoice_payments", "live_attempts", "lock_succeeded_payment",
+    "confirm_in_sandbox", "due_work", "guest_pay", "handle_webhook", "invoice_payments", "live_attempts", "lock_succeeded_payment",
     "luhn_ok", "money_on_its_way", "notify_failure", "pay_all", "pay_all_outcome", "pay_all_page", "pay_all_saved",
     "pay_all_summary", "pay_in_sandbox", "payable_invoices", "payment_outcome", "payment_state", "receipt",
     "receipt_lines", "receipt_pdf", "recheck", "reconcile", "reconcile_payment", "refund", "refund_excess",

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from portal import clock
 from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.models import Payment
@@ -21,36 +20,42 @@ log = logging.getLogger(__name__)
 RECONCILE_AFTER = timedelta(minutes=10)
 
 
-def reconcile(at: datetime) -> int:
-    """The tick's ``payments`` step: decide, and enqueue one job per payment (queue ``default``,
-    deterministic ids, retried with backoff); the jobs talk to the gateway.
+def due_work(at: datetime) -> dict[str, list[int]]:
+    """What the reconciliation has to do as of ``at`` (read only), by job:
 
-    - payments still pending or processing after a while are asked about (lost webhooks heal):
-      ``reconcile_payment``. Bank debits clear over days: always asked. An open card attempt is
-      asked for its first day; after that it counts as abandoned and is cancelled (no endless polling);
-    - open intents that went stale or were abandoned: ``cancel_stale`` (one job per payment);
-    - late payments whose refund job was lost: ``refund_excess``.
-    Returns how many jobs it handed over."""
-    minute = at.strftime("%Y%m%d%H%M")
+    - ``reconcile``: payments still pending or processing after a while, to ask the gateway about
+      (lost webhooks heal). Bank debits clear over days: always asked. An open card attempt is asked
+      for its first day; after that it counts as abandoned and is cancelled (no endless polling);
+    - ``cancel_stale``: open intents that went stale (a lost job) or were abandoned for a day;
+    - ``refund_excess``: late payments whose refund job was lost."""
     asked = db.session.scalars(
         select(Payment.id).where(Payment.gateway.is_not(None), Payment.created_at < at - RECONCILE_AFTER,
                                  (Payment.status == "processing")
                                  | ((Payment.status == "pending") & (Payment.created_at >= at - ABANDON_AFTER))
                                  ).order_by(Payment.id).limit(500)).all()
-    queued = sum(enqueue_job("portal.jobs.payments.reconcile", payment_id, at.isoformat(),
-                             job_id=f"reconcile-{payment_id}-{minute}") for payment_id in asked)
     stale = [p.id for p in stale_candidates(None, at)]
-    queued += sum(enqueue_job("portal.jobs.payments.cancel_stale_payment", payment_id, at.isoformat(),
-                              job_id=f"cancel-stale-payment-{payment_id}") for payment_id in stale)
     late = db.session.scalars(select(Payment.id).where(Payment.excess_state == "refund_due")
                               .order_by(Payment.id).limit(100)).all()
-    queued += sum(enqueue_job("portal.jobs.payments.refund_excess", payment_id, job_id=f"refund-excess-{payment_id}")
-                  for payment_id in late)
+    return {"reconcile": list(asked), "cancel_stale": stale, "refund_excess": list(late)}
+
+
+def reconcile(at: datetime) -> int:
+    """The tick's ``payments`` step: decide (``due_work``) and enqueue one job per payment (queue
+    ``default``, deterministic ids, retried with backoff); the jobs talk to the gateway. Returns how
+    many jobs it handed over."""
+    work = due_work(at)
     db.session.rollback()  # only read
+    when, minute = at.isoformat(), at.strftime("%Y%m%d%H%M")
+    queued = sum(enqueue_job("portal.jobs.payments.reconcile", payment_id, when,
+                             job_id=f"reconcile-{payment_id}-{minute}") for payment_id in work["reconcile"])
+    queued += sum(enqueue_job("portal.jobs.payments.cancel_stale_payment", payment_id, when,
+                              job_id=f"cancel-stale-payment-{payment_id}") for payment_id in work["cancel_stale"])
+    queued += sum(enqueue_job("portal.jobs.payments.refund_excess", payment_id, job_id=f"refund-excess-{payment_id}")
+                  for payment_id in work["refund_excess"])
     return queued
 
 
-def reconcile_payment(payment_id: int, at: datetime | None = None) -> str:
+def reconcile_payment(payment_id: int) -> str:
     """The job: ask the gateway about one payment and book what it says. Raises GatewayError when
     the gateway can't be reached (RQ retries the job)."""
     payment = db.session.get(Payment, payment_id)
@@ -59,6 +64,5 @@ def reconcile_payment(payment_id: int, at: datetime | None = None) -> str:
         return "nothing to do"
     intent = get_gateway().retrieve_intent(payment.gateway_intent_id)
     before = payment.status
-    with clock.frozen(at or clock.now()):
-        after = apply_intent(intent).status
+    after = apply_intent(intent).status
     return "changed" if after != before else "unchanged"
