@@ -1,25 +1,17 @@
 """F4 staff: "Attempt card for payment" charges the client's default saved method off-session."""
 from __future__ import annotations
 
-import re
-
 import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.models import Delivery, Invoice, Payment
-from portal.services import invoices, payment_methods, payments
+from portal.services import payment_methods, payments
 from portal.services.events import Actor
-from tests.support.web import post_form
+from tests.support.web import post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
 
 
 def save_card(client_id: int, number: str = "4242424242424242", expiry: str = "12/34"):
@@ -31,10 +23,7 @@ def invoice(make):
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
     contact = make.contact_with_login()
-    draft = invoices.create_draft(contact.client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    return invoices.finalize(draft, STAFF)
+    return make.invoice(contact.client)
 
 
 def attempt(staff_client, invoice_id):

@@ -11,36 +11,23 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import CreditEntry, CreditNote, Invoice, Payment, Refund
-from portal.services import credit_notes, invoices, payments
+from portal.services import credit_notes, invoices
 from portal.services.events import Actor
-from tests.support.web import email_text, post_form
+from tests.support.web import email_text, post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
 
 
 def pdf_text(data: bytes) -> str:
     return "".join("".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages).split())
 
 
-def finalized(client, price="100.00"):
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": price}]), STAFF)
-    return invoices.finalize(draft, STAFF)
-
-
 @pytest.fixture
 def paid(make):
     """A €100.00 invoice paid by card through the sandbox: (invoice id, payment id)."""
     make.business(name="Tidewater Studio", currency="EUR")
-    invoice = finalized(make.client())
-    payment = payments.confirm_in_sandbox(payments.start_payment(invoice.id), "card:4242424242424242")
+    invoice = make.invoice(make.client())
+    payment = make.card_payment(invoice)
     return invoice.id, payment.id
 
 
@@ -161,8 +148,8 @@ def portal_contact(make, auth):
     """Ana of Acme signed in to the portal, Acme with a credit note; Beta (another client) with one too."""
     make.business(name="Tidewater Studio", currency="EUR")
     ana = make.contact_with_login()
-    mine = finalized(ana.client)
-    theirs = finalized(make.client(name="Beta", contacts=[{"name": "Bo", "email": "bo@beta.example",
+    mine = make.invoice(ana.client)
+    theirs = make.invoice(make.client(name="Beta", contacts=[{"name": "Bo", "email": "bo@beta.example",
                                                            "receives_invoices": True}]))
     my_note = credit_notes.issue(mine.id, {"to_due": "10.00", "reason": "order_change"}, STAFF)
     their_note = credit_notes.issue(theirs.id, {"to_due": "20.00", "reason": "other"}, STAFF)

@@ -13,17 +13,11 @@ from portal.extensions import db
 from portal.models import Event, Invoice, Payment
 from portal.services import invoices
 from portal.services.events import Actor
-from tests.support.web import csrf_token, email_text
+from tests.support.web import csrf_token, email_text, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 VISA = "4242 4242 4242 4242"
 DECLINED = "4000 0000 0000 0002"
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
 
 
 def payment_section(response) -> str:
@@ -34,14 +28,8 @@ def payment_section(response) -> str:
 def make_invoice(make, currency="EUR", amount="100.00"):
     make.business(name="Tidewater Studio", currency=currency)
     make.owner()
-    client = make.client()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency=currency, lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    raw = invoices.issue_guest_token(invoice)
-    db.session.commit()
-    return invoice.id, f"/pay/{raw}"
+    invoice = make.invoice(make.client(), amount, currency=currency)
+    return invoice.id, make.guest_link(invoice)
 
 
 @pytest.fixture

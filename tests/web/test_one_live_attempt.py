@@ -19,26 +19,13 @@ from portal.gateways import get_gateway
 from portal.models import Business, CreditEntry, Delivery, Event, Invoice, Payment, Refund
 from portal.services import credits, invoices, payments
 from portal.services.events import Actor
-from tests.support.web import csrf_token, post_form
+from tests.support import make
+from tests.support.web import csrf_token, post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CONTACT = Actor("contact", None, "ana@acme.example")
 VISA = "4242 4242 4242 4242"
 CARD = "card:4242424242424242"
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
-
-
-def invoice_for(client_row, amount: str, due_in_days: int = 10) -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    due = (clock.today() + timedelta(days=due_in_days)).isoformat()
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=due, lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF)
 
 
 @pytest.fixture
@@ -48,12 +35,6 @@ def acme(make):
     contact = make.contact_with_login()
     db.session.commit()
     return contact
-
-
-def guest_link(invoice: Invoice) -> str:
-    raw = invoices.issue_guest_token(invoice)
-    db.session.commit()
-    return f"/pay/{raw}"
 
 
 def fresh(model, ident):
@@ -87,8 +68,8 @@ def test_guest_link_and_pay_all_racing_charge_once(acme, app, db_kind):
 
     client_id = acme.client_id
     for round_no in range(5):
-        invoice = invoice_for(db.session.get(Client, client_id), "120.00")
-        link = guest_link(invoice)
+        invoice = make.invoice(db.session.get(Client, client_id), "120.00", due_in_days=10)
+        link = make.guest_link(invoice)
         invoice_id, total = invoice.id, invoice.total
         guest, portal = app.test_client(), app.test_client()
         assert post_form(portal, "/portal/login", {"email": "ana@acme.example",
@@ -128,7 +109,7 @@ def test_guest_link_and_pay_all_racing_charge_once(acme, app, db_kind):
 
 
 def test_pay_all_cancels_the_guest_links_open_intent_first(acme):
-    invoice = invoice_for(acme.client, "80.00")
+    invoice = make.invoice(acme.client, "80.00", due_in_days=10)
     single = payments.start_payment(invoice.id)
     started = payments.start_pay_all(acme.client_id, "EUR", CONTACT)
     assert get_gateway().retrieve_intent(single.gateway_intent_id).status == "canceled"
@@ -140,7 +121,7 @@ def test_pay_all_cancels_the_guest_links_open_intent_first(acme):
 
 
 def test_a_bank_debit_on_its_way_blocks_every_other_path(acme):
-    invoice = invoice_for(acme.client, "80.00")
+    invoice = make.invoice(acme.client, "80.00", due_in_days=10)
     first = payments.start_payment(invoice.id)
     payments.confirm_in_sandbox(first, "sepa_debit:DE89370400440532013000")
     assert fresh(Payment, first.id).status == "processing"
@@ -167,7 +148,7 @@ def _settle_by_hand(staff_client, invoice_id: int, how: str) -> None:
 @pytest.mark.parametrize("how", ["manual", "credit_note"])
 @pytest.mark.parametrize("path", ["guest", "pay_all"])
 def test_open_intent_is_cancelled_when_the_invoice_is_settled(acme, staff_client, run_worker, path, how):
-    invoice = invoice_for(acme.client, "100.00")
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
     attempt = (payments.start_payment(invoice.id) if path == "guest"
                else payments.start_pay_all(acme.client_id, "EUR", CONTACT))
     attempt_id, intent_id, client_id, invoice_id = attempt.id, attempt.gateway_intent_id, acme.client_id, invoice.id
@@ -182,8 +163,8 @@ def test_open_intent_is_cancelled_when_the_invoice_is_settled(acme, staff_client
 
 
 def test_the_guest_page_rechecks_before_confirming(acme, app):
-    invoice = invoice_for(acme.client, "100.00")
-    link = guest_link(invoice)
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
+    link = make.guest_link(invoice)
     guest = app.test_client()
     token = csrf_token(guest, link)
     invoices.record_manual_payment(fresh(Invoice, invoice.id), "100.00", "wire", "", "", STAFF)
@@ -194,7 +175,7 @@ def test_the_guest_page_rechecks_before_confirming(acme, app):
 
 def _late_success(acme, path: str, how: str, staff_client) -> tuple[Invoice, Payment]:
     """The payer confirms in the browser in the moment before the cancel job runs."""
-    invoice = invoice_for(acme.client, "100.00")
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
     attempt = (payments.start_payment(invoice.id) if path == "guest"
                else payments.start_pay_all(acme.client_id, "EUR", CONTACT))
     _settle_by_hand(staff_client, invoice.id, how)
@@ -255,7 +236,7 @@ def lose_queued_jobs() -> None:
 
 
 def test_refund_of_a_late_success_whose_job_was_lost_is_done_by_the_tick(acme, staff_client):
-    invoice = invoice_for(acme.client, "100.00")
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
     attempt = payments.start_payment(invoice.id)
     invoices.record_manual_payment(fresh(Invoice, invoice.id), "100.00", "wire", "", "", STAFF)
     intent = browser_confirm(attempt)
@@ -271,7 +252,7 @@ def test_refund_of_a_late_success_whose_job_was_lost_is_done_by_the_tick(acme, s
 
 
 def test_the_tick_cancels_stale_intents_a_lost_job_missed(acme):
-    invoice = invoice_for(acme.client, "100.00")
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
     attempt = payments.start_payment(invoice.id)
     invoices.record_manual_payment(fresh(Invoice, invoice.id), "40.00", "wire", "", "", STAFF)
     lose_queued_jobs()
@@ -288,8 +269,8 @@ def test_the_tick_cancels_stale_intents_a_lost_job_missed(acme):
 
 
 def test_retry_with_another_card_after_an_interrupted_success_says_paid(acme, app):
-    invoice = invoice_for(acme.client, "100.00")
-    link = guest_link(invoice)
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
+    link = make.guest_link(invoice)
     attempt = payments.start_payment(invoice.id)
     browser_confirm(attempt)  # succeeded at the gateway; our server never heard (interrupted)
     guest = app.test_client()
@@ -307,8 +288,8 @@ def test_retry_with_another_card_after_an_interrupted_success_says_paid(acme, ap
 @pytest.mark.parametrize("number", ["1234 5678 9012 3456", "4242 4242 4242 4241", "abcd", "4242",
                                     "4" * 64, "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢"])
 def test_a_garbage_card_number_is_a_field_error_with_no_attempt_and_no_email(acme, app, number):
-    invoice = invoice_for(acme.client, "100.00")
-    link = guest_link(invoice)
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
+    link = make.guest_link(invoice)
     invoice_id = invoice.id
     guest = app.test_client()
     token = csrf_token(guest, link)
@@ -323,7 +304,7 @@ def test_a_garbage_card_number_is_a_field_error_with_no_attempt_and_no_email(acm
 def test_an_attempt_left_unconfirmed_for_a_day_is_cancelled_and_no_longer_polled(acme, make):
     from portal.services.scheduler import run_tick
 
-    invoice = invoice_for(acme.client, "100.00")
+    invoice = make.invoice(acme.client, "100.00", due_in_days=10)
     attempt = payments.start_payment(invoice.id)
     attempt_id, intent_id = attempt.id, attempt.gateway_intent_id
     run_tick(clock.now() + timedelta(hours=23))

@@ -12,26 +12,12 @@ from portal.extensions import db
 from portal.models import CreditEntry, Delivery, Invoice, Payment, PaymentAllocation
 from portal.services import credits, invoices, payments
 from portal.services.events import Actor
-from tests.support.web import csrf_token
+from tests.support.web import csrf_token, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CONTACT = Actor("contact", None, "ana@acme.example")
 VISA = "4242 4242 4242 4242"
 DECLINED = "4000 0000 0000 0002"
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
-
-
-def invoice_for(client_row, amount: str, due_in_days: int, currency: str = "EUR") -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    due = (clock.today() + timedelta(days=due_in_days)).isoformat()
-    invoices.save_draft(draft, invoices.DraftInput(currency=currency, due_date=due, lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF)
 
 
 @pytest.fixture
@@ -41,14 +27,14 @@ def setup(make, client, auth):
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
     contact = make.contact_with_login()
-    big = invoice_for(contact.client, "1000.66", 30)
-    cent = invoice_for(contact.client, "0.01", 20)
-    odd = invoice_for(contact.client, "33.33", 10)
-    part = invoice_for(contact.client, "250.00", 5)
+    big = make.invoice(contact.client, "1000.66", due_in_days=30)
+    cent = make.invoice(contact.client, "0.01", due_in_days=20)
+    odd = make.invoice(contact.client, "33.33", due_in_days=10)
+    part = make.invoice(contact.client, "250.00", due_in_days=5)
     invoices.record_manual_payment(part, "100.00", "wire", "", "", STAFF)
     other = make.client(name="Other Co", contacts=[{"name": "Olu", "email": "olu@other.example",
                                                     "receives_invoices": True}])
-    theirs = invoice_for(other, "70.00", 1)
+    theirs = make.invoice(other, "70.00", due_in_days=1)
     db.session.commit()
     assert auth.login_contact().status_code == 302
     return {"contact": contact, "client_id": contact.client_id, "order": [part.id, odd.id, cent.id, big.id],
@@ -194,7 +180,7 @@ def test_a_second_submit_charges_nothing_more(setup, client):
 
 
 def test_one_pay_all_per_currency(setup, make, client):
-    usd = invoice_for(setup["contact"].client, "12.50", 3, currency="USD")
+    usd = make.invoice(setup["contact"].client, "12.50", due_in_days=3, currency="USD")
     db.session.commit()
     text = text_of(client.get("/portal/"))
     assert "Pay all open invoices (4, €1,184.00)" in text and "Pay all open invoices (1, $12.50)" in text

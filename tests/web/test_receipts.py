@@ -11,26 +11,10 @@ from portal.models import Invoice, Payment
 from portal.services import invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from tests.support import make
+from tests.support.web import text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
-
-
-def invoice_for(client_row, amount="100.00") -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF)
-
-
-def card_payment(invoice: Invoice) -> Payment:
-    payment = payments.start_payment(invoice.id)
-    return payments.confirm_in_sandbox(payment, "card:4242424242424242")
 
 
 @pytest.fixture
@@ -38,12 +22,12 @@ def setup(make, client, auth):
     make.business(name="Tidewater Studio", currency="EUR", address="1 Quay Street\nPortsmouth")
     make.owner()
     contact = make.contact_with_login()
-    mine = invoice_for(contact.client)
-    paid = card_payment(mine)
+    mine = make.invoice(contact.client)
+    paid = make.card_payment(mine)
     other = make.client(name="Other Co", contacts=[{"name": "Olu", "email": "olu@other.example",
                                                     "receives_invoices": True}])
-    theirs_invoice = invoice_for(other, "70.00")
-    theirs = card_payment(theirs_invoice)
+    theirs_invoice = make.invoice(other, "70.00")
+    theirs = make.card_payment(theirs_invoice)
     assert auth.login_contact().status_code == 302
     return {"contact": contact, "invoice": mine, "payment": paid.id, "theirs": theirs.id,
             "theirs_number": theirs_invoice.number}
@@ -86,7 +70,7 @@ def test_another_clients_receipt_is_404(setup, client):
 
 
 def test_an_attempt_that_moved_no_money_has_no_receipt(setup, client):
-    second = invoice_for(setup["contact"].client, "20.00")
+    second = make.invoice(setup["contact"].client, "20.00")
     attempt = payments.start_payment(second.id)
     with pytest.raises(ServiceError):
         payments.confirm_in_sandbox(attempt, "card:4000000000000002")
@@ -94,7 +78,7 @@ def test_an_attempt_that_moved_no_money_has_no_receipt(setup, client):
 
 
 def test_a_manual_overpayment_shows_the_credit_on_the_receipt(setup, client):
-    invoice = invoice_for(setup["contact"].client, "80.00")
+    invoice = make.invoice(setup["contact"].client, "80.00")
     payment = invoices.record_manual_payment(invoice, "100.00", "wire", "", "REF-77", STAFF)
     text = text_of(client.get(f"/portal/payments/{payment.id}/receipt"))
     assert "Method Bank transfer" in text and "Reference REF-77" in text
@@ -111,7 +95,7 @@ def test_refunds_show_on_the_receipt(setup, client):
 
 
 def test_a_processing_bank_payment_has_a_receipt_saying_so(setup, client):
-    invoice = invoice_for(setup["contact"].client, "45.00")
+    invoice = make.invoice(setup["contact"].client, "45.00")
     payment = payments.start_payment(invoice.id)
     payments.confirm_in_sandbox(payment, "sepa_debit:DE89370400440532013000")
     response = client.get(f"/portal/payments/{payment.id}/receipt")

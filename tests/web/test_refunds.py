@@ -11,29 +11,19 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import CreditNote, Event, Invoice, Payment, Refund
-from portal.services import invoices, payments
+from portal.services import invoices
 from portal.services.events import Actor
-from tests.support.web import post_form
+from tests.support.web import post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
 
 
 @pytest.fixture
 def paid(make):
     """An invoice of €100.00 paid by card through the sandbox: (invoice id, payment id)."""
     make.business(name="Tidewater Studio", currency="EUR")
-    client = make.client()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    payment = payments.confirm_in_sandbox(payments.start_payment(invoice.id), "card:4242424242424242")
+    invoice = make.invoice(make.client())
+    payment = make.card_payment(invoice)
     return invoice.id, payment.id
 
 

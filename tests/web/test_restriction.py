@@ -5,7 +5,6 @@ paying lifts it at once (staff's manual payment, the contact's card in the porta
 shows every contact of the client a banner and refuses the actions staff chose, never paying."""
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -20,24 +19,12 @@ from portal.services.errors import ServiceError
 from portal.services.events import Actor
 from portal.services.passwords import hash_password
 from portal.services.scheduler import run_tick
-from tests.support.web import csrf_token, post_form
+from tests.support import make
+from tests.support.web import csrf_token, post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 VISA = "4242 4242 4242 4242"
 BANNER = "Your account is restricted because of overdue invoices."
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
-
-
-def invoice_for(client_row, due: date, amount="100.00") -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=due.isoformat(), lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF)
 
 
 def today() -> date:
@@ -73,10 +60,10 @@ def setup(make):
                   restrict_actions=["payment_methods", "profile"])
     make.owner()
     contact = make.contact_with_login()
-    late = invoice_for(contact.client, today() - timedelta(days=11))
+    late = make.invoice(contact.client, due=today() - timedelta(days=11))
     other = make.client(name="Other Co", contacts=[{"name": "Olu", "email": "olu@other.example",
                                                    "receives_invoices": True}])
-    invoice_for(other, today() + timedelta(days=5))
+    make.invoice(other, due=today() + timedelta(days=5))
     db.session.commit()
     return {"contact": contact, "client_id": contact.client_id, "late": late.id, "late_number": late.number,
             "other_id": other.id}
@@ -95,7 +82,7 @@ def test_restriction_comes_on_at_n_plus_one_days_overdue_not_at_n(make, cli):
     make.business(currency="EUR", timezone="America/New_York", restrict_overdue_days=10)
     client = make.client()
     due = today() - timedelta(days=40)
-    invoice = invoice_for(client, due)
+    invoice = make.invoice(client, due=due)
     new_york = ZoneInfo("America/New_York")
 
     run_tick(datetime.combine(due + timedelta(days=1), time(12), tzinfo=new_york))
@@ -132,14 +119,14 @@ def test_the_tick_is_idempotent_and_touches_only_far_overdue_clients(setup):
 def test_nothing_owed_drafts_and_the_rule_off_never_restrict(make):
     make.business(currency="EUR", restrict_overdue_days=None)
     client = make.client()
-    invoice_for(client, today() - timedelta(days=200))
+    make.invoice(client, due=today() - timedelta(days=200))
     run_tick(clock.now())
     assert client_row(client.id).access_restricted is False
 
     make.business(restrict_overdue_days=5)
     paid_client = make.client(name="Paid Co", contacts=[{"name": "P", "email": "p@paid.example",
                                                          "receives_invoices": True}])
-    paid = invoice_for(paid_client, today() - timedelta(days=30))
+    paid = make.invoice(paid_client, due=today() - timedelta(days=30))
     invoices.record_manual_payment(paid, "100.00", "wire", "", "", STAFF)
     draft = invoices.create_draft(paid_client, STAFF)
     invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=(today() - timedelta(days=30)).isoformat(),
@@ -188,7 +175,7 @@ def test_the_tick_lifts_when_the_limit_grows_or_the_invoice_is_cancelled(setup, 
 # Paying lifts it at once ---------------------------------------------------------------------------
 
 def test_staff_manual_payment_lifts_at_once_only_when_nothing_far_overdue_is_left(setup):
-    second = invoice_for(client_row(setup["client_id"]), today() - timedelta(days=12), amount="50.00")
+    second = make.invoice(client_row(setup["client_id"]), "50.00", due=today() - timedelta(days=12))
     restrict_now(setup)
 
     invoices.record_manual_payment(db.session.get(Invoice, setup["late"]), "40.00", "wire", "", "", STAFF)

@@ -13,7 +13,7 @@ from portal.models import Event, Invoice, Payment
 from portal.services import invoices
 from portal.services.events import Actor
 from tests.support.fake_stripe import FakeStripe
-from tests.support.web import csrf_token
+from tests.support.web import csrf_token, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 WHSEC = "whsec_test_portal_endpoint_secret"
@@ -37,25 +37,14 @@ def app_settings(smtp_server, fake) -> dict:
 def make_invoice(make, client_name="Acme Ltd", email="ana@acme.example"):
     make.business(name="Tidewater Studio", currency="EUR")
     client = make.client(name=client_name, contacts=[{"name": "Ana", "email": email, "receives_invoices": True}])
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    raw = invoices.issue_guest_token(invoice)
-    db.session.commit()
-    return invoice.id, f"/pay/{raw}"
+    invoice = make.invoice(client)
+    return invoice.id, make.guest_link(invoice)
 
 
 @pytest.fixture
 def invoice(make):
     make.owner()
     return make_invoice(make)
-
-
-def text_of(response) -> str:
-    html = response.get_data(as_text=True)
-    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&amp;", "&").replace("&#39;", "'").split())
 
 
 def start(client, link):

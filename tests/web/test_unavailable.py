@@ -4,39 +4,22 @@ database: a request whose transaction failed still gets its 500 page (issue X1, 
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Invoice, Payment
-from portal.services import invoices
-from portal.services.events import Actor
 from tests.support.apps import make_app
 from tests.support.servers import free_port
-from tests.support.web import csrf_token
+from tests.support.web import csrf_token, text_of
 
-STAFF = Actor("staff", None, "staff@portal.example")
 FRIENDLY = "We can't take this right now. Try again in a minute."
-
-
-def text_of(response) -> str:
-    body = response.get_data(as_text=True)
-    body = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", body, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", body).replace("&amp;", "&").replace("&#39;", "'").split())
 
 
 def guest_link(make) -> tuple[int, str]:
     make.business(name="Tidewater Studio", currency="EUR")
-    client = make.client()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    raw = invoices.issue_guest_token(invoice)
-    db.session.commit()
-    return invoice.id, f"/pay/{raw}"
+    invoice = make.invoice(make.client())
+    return invoice.id, make.guest_link(invoice)
 
 
 def assert_unavailable_page(response):
