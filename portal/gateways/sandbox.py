@@ -1,5 +1,9 @@
 """Test mode: a gateway that moves no money.
 
+(Over 400 lines on purpose: it is one fake of one API -- intents, setup intents, customers, saved
+methods, refunds -- whose parts share the same Redis state and locks; split, the fake would be
+harder to compare with Stripe's object model, which it mirrors.)
+
 It behaves like Stripe for Stripe's documented test numbers, keeps its
 intents in Redis (so the web process, the worker and the tick agree), and
 settles bank debits later: they stay ``processing`` until ``SETTLE_AFTER``

@@ -145,8 +145,7 @@ def _payment_of(invoice_id: int, payment_id_text: str) -> Payment | None:
         return None
     if int(text) not in {p.id for p in payments.invoice_payments(invoice_id)}:
         return None
-    payment = db.session.scalar(select(Payment).where(Payment.id == int(text)).with_for_update()
-                                .execution_options(populate_existing=True))
+    payment = locks.payment(int(text))
     return payment if payment is not None and payment.status == "succeeded" else None
 
 
@@ -269,7 +268,6 @@ def _write(invoice: Invoice, split: Split, reason: str, memo: str | None, refund
         credits.after_payment(invoice.client_id, actor)  # less is owed: a restriction may lift
     _email(note, invoice, event)
     return note
-
 
 
 def _email(note: CreditNote, invoice: Invoice, event) -> None:

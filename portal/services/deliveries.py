@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from flask import current_app, has_app_context
 from flask_mail import BadHeaderError, Message, sanitize_address, sanitize_addresses
 from redis.exceptions import RedisError
-from sqlalchemy import case, event, func, or_, select, update
+from sqlalchemy import case, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal import clock
@@ -377,37 +377,4 @@ def _smtp_connect(config) -> smtplib.SMTP:
     return smtp
 
 
-SEARCH_WINDOW = 10_000  # a search reads at most the latest this many emails (by primary key)
-SEARCH_MAX = 100  # characters of search text
-
-
-def list_emails(status: str | None = None, page: int = 1, per_page: int = 50, q: str | None = None):
-    """A page of the email log, newest first. With ``q``, only emails whose recipient or subject
-    contains it (any case), among the latest ``SEARCH_WINDOW`` emails: a bounded read, whatever
-    the log's size."""
-    query = select(Delivery).where(Delivery.kind == "email")
-    if status:
-        query = query.where(Delivery.status == status)
-    q = (q or "").strip()[:SEARCH_MAX].lower()
-    if q:
-        window = (select(Delivery.id).where(Delivery.kind == "email").order_by(Delivery.id.desc())
-                  .limit(SEARCH_WINDOW).subquery())
-        query = query.where(Delivery.id.in_(select(window.c.id)), or_(
-            func.lower(Delivery.recipient).contains(q, autoescape=True),
-            func.lower(Delivery.subject).contains(q, autoescape=True)))
-    return db.paginate(query.order_by(Delivery.id.desc()), page=page, per_page=per_page, error_out=False)
-
-
-def get_delivery(delivery_id: int) -> Delivery | None:
-    return db.session.get(Delivery, delivery_id)
-
-
-def counts_by_status() -> dict[str, int]:
-    rows = db.session.execute(
-        select(Delivery.status, func.count()).where(Delivery.kind == "email").group_by(Delivery.status)
-    ).all()
-    return {status: n for status, n in rows}
-
-
-__all__ = ["backoff", "counts_by_status", "deliver", "enqueue", "enqueue_new", "get_delivery", "list_emails",
-           "message_id", "sweep"]
+__all__ = ["backoff", "deliver", "enqueue", "enqueue_new", "message_id", "sweep"]

@@ -6,10 +6,9 @@ from __future__ import annotations
 from babel.dates import format_date
 
 from portal.billing import states
-from portal.billing.money import format_money
 from portal.extensions import db
 from portal.models import Business, Client, Invoice
-from portal.services import attachments, pdf
+from portal.services import attachments, formats, pdf
 from portal.services.settings import get_business
 
 # Finalize & lock ------------------------------------------------------------------------
@@ -79,7 +78,7 @@ def email_variables(invoice: Invoice, contact_name: str, pay_url: str) -> dict:
     return {
         "customer_name": contact_name,
         "invoice_number": invoice.number or "",
-        "amount_due": format_money(invoice.amount_due, invoice.currency, business.locale),
+        "amount_due": formats.money(invoice.amount_due, invoice.currency, business.locale),
         "due_date": format_date(invoice.due_date, "long", locale=business.locale) if invoice.due_date else "",
         "invoice_url": pay_url,
         "pay_now_url": pay_url,
@@ -96,7 +95,7 @@ def line_summary(invoice: Invoice, locale: str) -> str:
     ``SUMMARY_LINES``, then "and N more"."""
     lines = list(invoice.lines)
     shown = [f"- {next(iter((line.description or '').strip().splitlines()), '')[:80] or 'Item'}: "
-             f"{format_money(line.net, invoice.currency, locale)}" for line in lines[:SUMMARY_LINES]]
+             f"{formats.money(line.net, invoice.currency, locale)}" for line in lines[:SUMMARY_LINES]]
     if len(lines) > SUMMARY_LINES:
         shown.append(f"and {len(lines) - SUMMARY_LINES} more")
     return "\n".join(shown)

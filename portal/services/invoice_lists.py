@@ -23,7 +23,8 @@ from portal import clock
 from portal.billing import states
 from portal.billing.money import to_major
 from portal.extensions import db
-from portal.models import Client, Event, Invoice, InvoiceLine, Payment
+from portal.models import Client, Event, Invoice, InvoiceLine
+from portal.services.paging import Page
 from portal.services.settings import get_business
 
 PER_PAGE = 25
@@ -44,36 +45,6 @@ SORT_LABELS = {
     "number": "Number", "client": "Client", "issued": "Issued", "due": "Due", "total": "Total",
     "amount_due": "Amount due",
 }
-
-
-@dataclass
-class Page:
-    """One page of rows, with what a pager needs."""
-
-    items: list
-    page: int
-    per_page: int
-    total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-    @property
-    def prev_num(self) -> int:
-        return self.page - 1
-
-    @property
-    def next_num(self) -> int:
-        return self.page + 1
 
 
 @dataclass
@@ -375,13 +346,3 @@ def invoice_timeline(invoice_id: int, limit: int = 200) -> list[Event]:
         select(Event).where(Event.subject_type == "invoice", Event.subject_id == invoice_id)
         .order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
     ))
-
-
-def invoice_payments(invoice_id: int) -> list[Payment]:
-    """The invoice's own payments and attempts, and "pay all" payments that paid part of it."""
-    from portal.models import PaymentAllocation
-
-    shared = select(PaymentAllocation.payment_id).where(PaymentAllocation.invoice_id == invoice_id)
-    return list(db.session.scalars(
-        select(Payment).where((Payment.invoice_id == invoice_id) | Payment.id.in_(shared))
-        .order_by(Payment.created_at, Payment.id)))

@@ -14,12 +14,14 @@ from portal.models import Business, Client, Invoice, Payment
 from portal.services.errors import NotFound
 
 
-def _fresh(query):
+def for_update(query):
+    """``query`` (a select) that locks the rows it reads and refreshes them in the session: the one
+    way a service locks rows; the helpers below are it for one row of each kind."""
     return query.with_for_update().execution_options(populate_existing=True)
 
 
 def invoice(invoice_id: int) -> Invoice:
-    found = db.session.scalar(_fresh(select(Invoice).where(Invoice.id == invoice_id)))
+    found = db.session.scalar(for_update(select(Invoice).where(Invoice.id == invoice_id)))
     if found is None:
         raise NotFound("No such invoice.")
     return found
@@ -30,21 +32,21 @@ def invoices(invoice_ids) -> list[Invoice]:
     ids = sorted(set(invoice_ids))
     if not ids:
         return []
-    return list(db.session.scalars(_fresh(select(Invoice).where(Invoice.id.in_(ids)).order_by(Invoice.id))))
+    return list(db.session.scalars(for_update(select(Invoice).where(Invoice.id.in_(ids)).order_by(Invoice.id))))
 
 
 def payment(payment_id: int) -> Payment | None:
-    return db.session.scalar(_fresh(select(Payment).where(Payment.id == payment_id)))
+    return db.session.scalar(for_update(select(Payment).where(Payment.id == payment_id)))
 
 
 def client(client_id: int) -> Client:
     """Every spend of a client's credit balance takes this before reading the balance, after the
     invoices' locks (never before)."""
-    found = db.session.scalar(_fresh(select(Client).where(Client.id == client_id)))
+    found = db.session.scalar(for_update(select(Client).where(Client.id == client_id)))
     if found is None:
         raise NotFound("No such client.")
     return found
 
 
 def business() -> Business | None:
-    return db.session.scalar(_fresh(select(Business).order_by(Business.id).limit(1)))
+    return db.session.scalar(for_update(select(Business).order_by(Business.id).limit(1)))

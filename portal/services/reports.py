@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Client, Contact, Event
-from portal.services.deliveries import counts_by_status
+from portal.services.email_log import counts_by_status
 
 
 def dashboard_summary() -> dict:

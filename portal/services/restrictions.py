@@ -24,6 +24,7 @@ from portal import clock
 from portal.billing import states
 from portal.extensions import db
 from portal.models import Client, Invoice
+from portal.services import locks
 from portal.services.business import get_business
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
@@ -112,9 +113,7 @@ def lift_if_clear(client_id: int, actor: Actor) -> bool:
 
     Holds the client's row until the caller commits (so the tick cannot restrict it meanwhile
     from what it read before this payment); the caller commits."""
-    client = db.session.scalar(
-        select(Client).where(Client.id == client_id).with_for_update()
-        .execution_options(populate_existing=True))
+    client = db.session.scalar(locks.for_update(select(Client).where(Client.id == client_id)))
     if client is None or not client.access_restricted:
         return False
     cutoff = limit_date(_business())
@@ -132,9 +131,8 @@ def refresh(at: datetime) -> int:
     days = business.restrict_overdue_days
     cutoff = limit_date(business, at)
     if cutoff is None:
-        candidates = db.session.scalars(
-            select(Client).where(Client.access_restricted.is_(True)).order_by(Client.id).limit(MAX_PER_TICK)
-            .with_for_update().execution_options(populate_existing=True)).all()
+        candidates = db.session.scalars(locks.for_update(
+            select(Client).where(Client.access_restricted.is_(True)).order_by(Client.id).limit(MAX_PER_TICK))).all()
         for client in candidates:
             _lift(client, SCHEDULER, "rule_off")
         commit()
@@ -142,12 +140,11 @@ def refresh(at: datetime) -> int:
 
     far_clients = select(Invoice.client_id).where(_far_overdue(cutoff))
     # 1. Lock the clients whose flag looks wrong …
-    candidates = db.session.scalars(
+    candidates = db.session.scalars(locks.for_update(
         select(Client).where(or_(
             and_(Client.access_restricted.is_(False), Client.id.in_(far_clients)),
             and_(Client.access_restricted.is_(True), Client.id.not_in(far_clients)),
-        )).order_by(Client.id).limit(MAX_PER_TICK).with_for_update()
-        .execution_options(populate_existing=True)).all()
+        )).order_by(Client.id).limit(MAX_PER_TICK))).all()
     if not candidates:
         commit()
         return 0

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from portal.billing import states
 from portal.extensions import db
 from portal.models import Business
+from portal.services import locks
 from portal.services.business import get_business
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
@@ -198,8 +199,7 @@ def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None =
     if "invoice_next_number" in values:
         # Hold the business row (the numbering counter) first, as finalizing does: an invoice
         # numbered meanwhile is then committed and seen by the check below, never skipped over.
-        db.session.scalar(select(Business).order_by(Business.id).limit(1).with_for_update()
-                          .execution_options(populate_existing=True))
+        locks.business()
     errors = validate(values)
     if logo is not None:
         data, _claimed_type = logo
@@ -254,8 +254,7 @@ def update_client_billing(client_id: int, values: dict, actor: Actor):
     (with ``errors``) and changes nothing if any value is bad."""
     from portal.models import Client
 
-    client = db.session.scalar(select(Client).where(Client.id == client_id).with_for_update()
-                               .execution_options(populate_existing=True))
+    client = db.session.scalar(locks.for_update(select(Client).where(Client.id == client_id)))
     if client is None:
         rollback()
         raise NotFound("No such client.")

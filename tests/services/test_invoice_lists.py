@@ -18,7 +18,8 @@ from portal.extensions import db
 from portal.models import Event, Invoice
 from portal.services import invoice_lists, payments
 from portal.services.events import Actor
-from portal.services.invoice_lists import InvoiceFilters, invoice_payments, invoice_timeline, list_invoices, list_items
+from portal.services.invoice_lists import InvoiceFilters, invoice_timeline, list_invoices, list_items
+from portal.services.payments import invoice_payments
 from tests.support import make
 
 DAY = timedelta(days=1)

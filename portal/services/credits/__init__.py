@@ -31,7 +31,6 @@ from portal.services.credits.ledger import (
 )
 from portal.services.credits.pages import (
     LEDGER_PAGE_SIZE,
-    LedgerPage,
     LedgerRow,
     balance_rows,
     client_panel,
@@ -42,7 +41,6 @@ from portal.services.credits.pages import (
 )
 from portal.services.credits.settlement import (
     after_payment,
-    invoice_payment_ids,
     lock_invoices,
     oldest_first_key,
     payment_allocations,
@@ -51,9 +49,9 @@ from portal.services.credits.settlement import (
 )
 
 __all__ = [
-    "LEDGER_PAGE_SIZE", "MAX_AMOUNT", "MAX_DESCRIPTION", "CreditInvalid", "LedgerPage", "LedgerRow", "add_charge",
+    "LEDGER_PAGE_SIZE", "MAX_AMOUNT", "MAX_DESCRIPTION", "CreditInvalid", "LedgerRow", "add_charge",
     "add_credit", "add_entry", "after_payment", "apply_credit", "auto_applies", "auto_apply_on_finalize", "balance",
-    "balance_rows", "balances", "client_panel", "default_currency", "invoice_payment_ids", "invoice_panel", "ledger",
+    "balance_rows", "balances", "client_panel", "default_currency", "invoice_panel", "ledger",
     "lock_client", "lock_invoices", "money_text", "oldest_first_key", "payment_allocations", "portal_credit",
     "portal_summary", "refresh_due", "settle_payment",
 ]

@@ -15,6 +15,7 @@ from portal.extensions import db
 from portal.models import CreditEntry, CreditNote, Invoice, Payment
 from portal.services.credits.applying import auto_applies
 from portal.services.credits.ledger import balance, balances, default_currency
+from portal.services.paging import Page
 
 # What the pages show -------------------------------------------------------------------------------
 
@@ -35,34 +36,6 @@ class LedgerRow:
         return self.running < 0
 
 
-@dataclass
-class LedgerPage:
-    rows: list[LedgerRow]
-    page: int
-    per_page: int
-    total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-    @property
-    def prev_num(self) -> int:
-        return self.page - 1
-
-    @property
-    def next_num(self) -> int:
-        return self.page + 1
-
-
 @cache
 def _invoice_aliases():
     """Made once: an alias proxies every column of the table, which is slow to build per call."""
@@ -70,7 +43,7 @@ def _invoice_aliases():
             aliased(Invoice, name="payment_invoice"))
 
 
-def ledger(client_id: int, page: int = 1, per_page: int = LEDGER_PAGE_SIZE) -> LedgerPage:
+def ledger(client_id: int, page: int = 1, per_page: int = LEDGER_PAGE_SIZE) -> Page:
     """One page of the client's ledger, newest first, each row with the running balance of its
     currency after it. Two queries whatever the page: a count, and the rows with their running
     balance (a window sum over the client's rows in append order) and their links joined in."""
@@ -99,7 +72,7 @@ def ledger(client_id: int, page: int = 1, per_page: int = LEDGER_PAGE_SIZE) -> L
             inv_id, inv_number = (note_inv_id, note_inv_number) if note_inv_id else (pay_inv_id, pay_inv_number)
         result.append(LedgerRow(entry=entry, running=int(run), invoice_id=inv_id, invoice_number=inv_number,
                                 credit_note_number=note_number, payment=payment))
-    return LedgerPage(rows=result, page=page, per_page=per_page, total=total)
+    return Page(items=result, page=page, per_page=per_page, total=total)
 
 
 def balance_rows(client_id: int) -> list[dict]:

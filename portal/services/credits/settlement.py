@@ -86,10 +86,3 @@ def payment_allocations(payment_id: int) -> list[tuple[PaymentAllocation, Invoic
     return list(db.session.execute(
         select(PaymentAllocation, Invoice).join(Invoice, Invoice.id == PaymentAllocation.invoice_id)
         .where(PaymentAllocation.payment_id == payment_id).order_by(PaymentAllocation.id)))
-
-
-def invoice_payment_ids(invoice_id: int) -> list[int]:
-    """Every payment that put money on this invoice (its own and "pay all" ones)."""
-    return list(db.session.scalars(
-        select(PaymentAllocation.payment_id).where(PaymentAllocation.invoice_id == invoice_id)
-        .order_by(PaymentAllocation.payment_id).distinct()))

@@ -50,10 +50,7 @@ def replaced_original(draft: Invoice) -> Invoice | None:
     """The invoice a replacement draft replaces, re-read under a row lock (None if it has none)."""
     if not draft.replaces_invoice_id:
         return None
-    return db.session.scalar(
-        select(Invoice).where(Invoice.id == draft.replaces_invoice_id).with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    return locks.invoice(draft.replaces_invoice_id)
 
 
 def refuse_replacing(original: Invoice, draft: Invoice) -> None:

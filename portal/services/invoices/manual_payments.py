@@ -8,11 +8,11 @@ from datetime import date, timedelta
 
 from portal import clock
 from portal.billing import states
-from portal.billing.money import MoneyError, format_money, parse_amount
+from portal.billing.money import MoneyError, parse_amount
 from portal.extensions import db
 from portal.models import Invoice, Payment
 from portal.models.payments import MANUAL_METHODS
-from portal.services import credits, locks, payments
+from portal.services import credits, formats, locks, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit
 from portal.services.invoices.drafts import InvoiceInvalid
@@ -25,9 +25,8 @@ class ExcessNeedsConfirmation(ServiceError):
     excess goes to the client's credit balance (``confirm_excess``)."""
 
     def __init__(self, amount: int, due: int, currency: str, client_name: str):
-        locale = get_business().locale
         self.amount, self.due, self.excess = amount, due, amount - due
-        self.excess_text = format_money(self.excess, currency, locale)
+        self.excess_text = formats.money(self.excess, currency)
         super().__init__(f"{self.excess_text} more than is due will go to {client_name}'s credit balance.",
                          field="amount")
 

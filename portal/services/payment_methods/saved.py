@@ -8,7 +8,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.models import Client, Contact, PaymentMethod
-from portal.services import restrictions
+from portal.services import locks, restrictions
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import SYSTEM, Actor, rollback
 from portal.services.settings import get_business
@@ -25,7 +25,7 @@ def actor_of(contact: Contact | None) -> Actor:
 def get_client(client_id: int, lock: bool = False) -> Client:
     query = select(Client).where(Client.id == client_id)
     if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = locks.for_update(query)
     client = db.session.scalar(query)
     if client is None:
         rollback()
@@ -47,7 +47,7 @@ def get_method(client_id: int, method_id: int, lock: bool = False) -> PaymentMet
     query = select(PaymentMethod).where(PaymentMethod.id == method_id, PaymentMethod.client_id == client_id,
                                         PaymentMethod.removed_at.is_(None))
     if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = locks.for_update(query)
     row = db.session.scalar(query)
     if row is None:
         rollback()

@@ -25,7 +25,7 @@ def invoice_payments(invoice_id: int) -> list[Payment]:
 
     shared = select(PaymentAllocation.payment_id).where(PaymentAllocation.invoice_id == invoice_id)
     return list(db.session.scalars(select(Payment).where((Payment.invoice_id == invoice_id) | Payment.id.in_(shared))
-                                   .order_by(Payment.id)))
+                                   .order_by(Payment.created_at, Payment.id)))
 
 
 # The client portal's payment history (/portal/payments) ------------------------------------------

@@ -126,8 +126,7 @@ def refund(payment_id: int, amount_text: str, reason: str, actor: Actor, invoice
 
 
 def lock_succeeded_payment(payment_id: int) -> Payment:
-    payment = db.session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()
-                                .execution_options(populate_existing=True))
+    payment = locks.payment(payment_id)
     if payment is None:
         raise NotFound("No such payment.")
     if payment.status != "succeeded":

@@ -9,7 +9,14 @@ from __future__ import annotations
 from flask import abort, redirect, url_for
 from flask_login import current_user
 
-from portal.services import autopay, credit_notes, credits, invoice_lists, invoice_pages
+from portal.services import (
+    autopay,
+    credit_notes,
+    credits,
+    invoice_lists,
+    invoice_pages,
+    payments,
+)
 from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound
 from portal.services.events import Actor
@@ -41,7 +48,7 @@ def show_invoice(invoice, payment=None, payment_errors=None, status: int = 200, 
     return render(
         SHOW, actions=invoice_pages.allowed_actions(invoice), excess=excess, mark_errors=mark_errors or {},
         recipients=invoice_pages.recipients(invoice),
-        timeline=invoice_lists.invoice_timeline(invoice.id), payments=invoice_lists.invoice_payments(invoice.id),
+        timeline=invoice_lists.invoice_timeline(invoice.id), payments=payments.invoice_payments(invoice.id),
         payment=payment or invoice_pages.payment_defaults(invoice), payment_errors=payment_errors or {},
         methods=invoice_service.MANUAL_METHODS, logo_url=url_for("public.logo"), refund=refund or {},
         credit_panel=credits.invoice_panel(invoice), card_panel=autopay.invoice_panel(invoice),
