@@ -82,3 +82,27 @@ def test_the_import_contracts_hold():
     lint = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_request_contract_catches_a_service_reading_request():
+    """The custom contract itself: a service module that imports ``request`` breaks it; web may."""
+    import grimp
+
+    from tests.support.import_contracts import ForbiddenNamesContract
+
+    graph = grimp.ImportGraph()
+    for module in ("portal", "portal.web", "portal.web.pay", "portal.services", "portal.services.x", "flask"):
+        graph.add_module(module)
+    graph.add_import(importer="portal.web.pay", imported="flask", line_number=3,
+                     line_contents="from flask import abort, request")
+    graph.add_import(importer="portal.services.x", imported="flask", line_number=4,
+                     line_contents="from flask import current_app")
+    contract = ForbiddenNamesContract(name="request", session_options={}, contract_options={
+        "source_modules": ["portal"], "allowed_modules": ["portal.web"], "names": ["flask.request"]})
+    assert contract.check(graph, verbose=False).kept
+
+    graph.add_import(importer="portal.services.x", imported="flask", line_number=9,
+                     line_contents="    from flask import current_app, request as req")
+    check = contract.check(graph, verbose=False)
+    assert not check.kept
+    assert check.metadata["broken"] == ["portal.services.x:9: from flask import current_app, request as req"]
