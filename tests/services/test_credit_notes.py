@@ -10,10 +10,11 @@ from portal import clock
 from portal.extensions import db
 from portal.models import Business, CreditEntry, CreditNote, Delivery, Event, Invoice, Payment, Refund
 from portal.models.credits import LedgerAppendOnlyError
-from portal.services import credit_notes, credits, invoices, payments
+from portal.services import credit_notes, credits, invoices
 from portal.services.credit_notes import CreditNoteInvalid
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from tests.support import make
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
@@ -24,21 +25,10 @@ def app_settings(app_settings):
     return {**app_settings, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 25}}
 
 
-def finalized(client, price="100.00"):
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": price}]), STAFF)
-    return invoices.finalize(draft, STAFF)
-
-
 @pytest.fixture
 def acme(make):
     make.business(name="Tidewater Studio", currency="EUR")
     return make.client()
-
-
-def card_paid(invoice) -> Payment:
-    return payments.confirm_in_sandbox(payments.start_payment(invoice.id), "card:4242424242424242")
 
 
 def fresh(invoice_id) -> Invoice:
@@ -57,7 +47,7 @@ def next_number() -> int:
 
 
 def test_to_due_lowers_what_an_open_invoice_owes_and_pays_it_at_zero(acme):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     note = credit_notes.issue(invoice.id, {"to_due": "30.00", "reason": "order_change", "memo": "One hour less"},
                               STAFF)
     year = clock.today().year
@@ -77,7 +67,7 @@ def test_to_due_lowers_what_an_open_invoice_owes_and_pays_it_at_zero(acme):
 
 
 def test_to_balance_on_a_paid_invoice_adds_ledger_credit(acme):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     invoices.record_manual_payment(invoice, "100.00", "wire", "", "", STAFF)
     note = credit_notes.issue(invoice.id, {"to_balance": "25.00", "reason": "product_unsatisfactory"}, STAFF)
     current = fresh(invoice.id)
@@ -90,8 +80,8 @@ def test_to_balance_on_a_paid_invoice_adds_ledger_credit(acme):
 
 
 def test_to_refund_refunds_through_the_gateway_and_the_invoice_stays_paid(acme):
-    invoice = finalized(acme)
-    payment = card_paid(invoice)
+    invoice = make.invoice(acme)
+    payment = make.card_payment(invoice)
     note = credit_notes.issue(invoice.id, {"to_refund": "40.00", "payment_id": str(payment.id),
                                            "reason": "duplicate", "memo": "Charged twice"}, STAFF)
     current = fresh(invoice.id)
@@ -107,7 +97,7 @@ def test_to_refund_refunds_through_the_gateway_and_the_invoice_stays_paid(acme):
 
 
 def test_a_partly_paid_invoice_keeps_its_amount_due_when_part_is_refunded(acme):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     invoices.record_manual_payment(invoice, "40.00", "cash", "", "", STAFF)
     payment_id = db.session.scalar(select(Payment.id))
     credit_notes.issue(invoice.id, {"to_refund": "10.00", "to_due": "20.00", "to_outside": "5.00",
@@ -130,7 +120,7 @@ def test_a_partly_paid_invoice_keeps_its_amount_due_when_part_is_refunded(acme):
     ({"to_due": "1.00", "memo": "x" * 2001}, "memo"),
 ])
 def test_bad_splits_on_an_open_invoice_are_refused_and_nothing_is_written(acme, typed, field):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     before = counts()
     with pytest.raises(CreditNoteInvalid) as caught:
         credit_notes.issue(invoice.id, {"reason": "other", **typed}, STAFF)
@@ -141,9 +131,9 @@ def test_bad_splits_on_an_open_invoice_are_refused_and_nothing_is_written(acme, 
 
 
 def test_refund_limits_on_a_paid_invoice(acme, make):
-    invoice = finalized(acme)
-    payment = card_paid(invoice)
-    other = card_paid(finalized(make.client(name="Beta")))
+    invoice = make.invoice(acme)
+    payment = make.card_payment(invoice)
+    other = make.card_payment(make.invoice(make.client(name="Beta")))
     credit_notes.issue(invoice.id, {"to_balance": "60.00", "reason": "other"}, STAFF)
     before = counts()
     cases = [
@@ -168,14 +158,14 @@ def test_drafts_and_cancelled_invoices_take_no_credit_notes(acme):
     draft = invoices.create_draft(acme, STAFF)
     with pytest.raises(ServiceError, match="draft"):
         credit_notes.issue(draft.id, {"to_due": "1.00", "reason": "other"}, STAFF)
-    invoice = invoices.void(finalized(acme), STAFF)
+    invoice = invoices.void(make.invoice(acme), STAFF)
     with pytest.raises(ServiceError, match="cancelled"):
         credit_notes.issue(invoice.id, {"to_due": "1.00", "reason": "other"}, STAFF)
     assert counts()[0] == 0
 
 
 def test_uncollectible_invoice_is_paid_off_by_a_credit_note(acme):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     invoice.status = "uncollectible"
     db.session.commit()
     credit_notes.issue(invoice.id, {"to_due": "100.00", "reason": "other"}, STAFF)
@@ -185,7 +175,7 @@ def test_uncollectible_invoice_is_paid_off_by_a_credit_note(acme):
 def test_numbers_are_gapless_follow_settings_and_skip_nothing_when_refused(make):
     make.business(currency="EUR", credit_note_number_format="AV-{seq:04d}", credit_note_next_number=41)
     client = make.client()
-    first, second = finalized(client), finalized(client)
+    first, second = make.invoice(client), make.invoice(client)
     a = credit_notes.issue(first.id, {"to_due": "10.00", "reason": "other"}, STAFF)
     with pytest.raises(CreditNoteInvalid):
         credit_notes.issue(second.id, {"to_due": "500.00", "reason": "other"}, STAFF)
@@ -197,7 +187,7 @@ def test_numbers_are_gapless_follow_settings_and_skip_nothing_when_refused(make)
 
 
 def test_credit_notes_and_their_ledger_rows_are_append_only(acme):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     invoices.record_manual_payment(invoice, "100.00", "wire", "", "", STAFF)
     note = credit_notes.issue(invoice.id, {"to_balance": "10.00", "reason": "other"}, STAFF)
     note.amount = 1
@@ -212,7 +202,7 @@ def test_credit_notes_and_their_ledger_rows_are_append_only(acme):
 
 
 def test_the_client_is_emailed_the_credit_note_pdf(acme, run_worker, smtp_server):
-    invoice = finalized(acme)
+    invoice = make.invoice(acme)
     number = credit_notes.issue(invoice.id, {"to_due": "12.34", "reason": "other", "memo": "Fixed price"},
                                 STAFF).number
     invoice_number = invoice.number
@@ -230,7 +220,7 @@ def test_the_client_is_emailed_the_credit_note_pdf(acme, run_worker, smtp_server
 def test_the_pdf_escapes_what_people_typed(make):
     make.business(currency="EUR", name="Tidewater <b>Studio</b>")
     client = make.client(name="<script>alert(1)</script> Ltd")
-    invoice = finalized(client)
+    invoice = make.invoice(client)
     note = credit_notes.issue(invoice.id, {"to_due": "1.00", "reason": "other",
                                            "memo": "<img src=x onerror=alert(1)>"}, STAFF)
     html = credit_notes.render_html(note)
@@ -244,7 +234,7 @@ def test_concurrent_credit_notes_get_consecutive_numbers_and_never_exceed_the_am
         pytest.skip("row locks under real concurrency are PostgreSQL's; SQLite serialises writers")
     make.business(currency="EUR", credit_note_number_format="CN-{seq:05d}")
     client = make.client()
-    ids = [finalized(client).id for _ in range(6)]
+    ids = [make.invoice(client).id for _ in range(6)]
     shared = ids[0]
     jobs = [(i, "100.00") for i in ids[1:]] + [(shared, "30.00")] * 10   # 3 of the 10 fit in 100.00
     db.session.remove()

@@ -12,6 +12,7 @@ from portal.models import CreditEntry, Event, Invoice
 from portal.services import credits, invoices
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from tests.support import make
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
@@ -20,17 +21,6 @@ STAFF = Actor("staff", None, "staff@portal.example")
 def client_row(make):
     make.business(name="Tidewater Studio", currency="EUR")
     return make.client()
-
-
-def draft_for(client_row, amount="100.00", currency="EUR") -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency=currency, lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return draft
-
-
-def invoice_for(client_row, amount="100.00", currency="EUR") -> Invoice:
-    return invoices.finalize(draft_for(client_row, amount, currency), STAFF)
 
 
 def fresh(model, row_id):
@@ -93,7 +83,7 @@ def test_a_charge_may_take_the_balance_below_zero_and_later_credit_pays_it_off(c
 # Applying credit on demand -------------------------------------------------------------------------
 
 def test_apply_defaults_to_the_most_it_can_and_pays_the_invoice(client_row):
-    invoice = invoice_for(client_row, "40.00")
+    invoice = make.invoice(client_row, "40.00")
     credits.add_credit(client_row.id, "100.00", "EUR", "Credit", STAFF)
     entry = credits.apply_credit(invoice.id, None, STAFF)
     assert (entry.kind, entry.amount, entry.invoice_id) == ("applied", -4000, invoice.id)
@@ -107,7 +97,7 @@ def test_apply_defaults_to_the_most_it_can_and_pays_the_invoice(client_row):
 
 
 def test_a_partial_apply_leaves_the_rest_due(client_row):
-    invoice = invoice_for(client_row, "100.00")
+    invoice = make.invoice(client_row, "100.00")
     credits.add_credit(client_row.id, "30.00", "EUR", "Credit", STAFF)
     credits.apply_credit(invoice.id, "12.50", STAFF)
     partly = fresh(Invoice, invoice.id)
@@ -124,7 +114,7 @@ def test_a_partial_apply_leaves_the_rest_due(client_row):
     ("ten", "like 25.00"),
 ])
 def test_apply_refuses_bad_amounts(client_row, typed, message):
-    invoice = invoice_for(client_row, "100.00")
+    invoice = make.invoice(client_row, "100.00")
     credits.add_credit(client_row.id, "50.00", "EUR", "Credit", STAFF)
     with pytest.raises(ServiceError) as caught:
         credits.apply_credit(invoice.id, typed, STAFF)
@@ -134,7 +124,7 @@ def test_apply_refuses_bad_amounts(client_row, typed, message):
 
 
 def test_apply_refuses_more_than_is_due(client_row):
-    invoice = invoice_for(client_row, "20.00")
+    invoice = make.invoice(client_row, "20.00")
     credits.add_credit(client_row.id, "50.00", "EUR", "Credit", STAFF)
     with pytest.raises(ServiceError) as caught:
         credits.apply_credit(invoice.id, "20.01", STAFF)
@@ -142,7 +132,7 @@ def test_apply_refuses_more_than_is_due(client_row):
 
 
 def test_apply_refuses_credit_in_another_currency_and_unpayable_invoices(client_row):
-    invoice = invoice_for(client_row, "20.00")
+    invoice = make.invoice(client_row, "20.00")
     credits.add_credit(client_row.id, "50.00", "USD", "Credit", STAFF)
     with pytest.raises(ServiceError) as caught:
         credits.apply_credit(invoice.id, None, STAFF)
@@ -152,14 +142,14 @@ def test_apply_refuses_credit_in_another_currency_and_unpayable_invoices(client_
     with pytest.raises(ServiceError) as caught:
         credits.apply_credit(invoice.id, None, STAFF)
     assert "cancelled" in caught.value.message
-    draft = draft_for(client_row)
+    draft = make.invoice(client_row, status="draft")
     with pytest.raises(ServiceError):
         credits.apply_credit(draft.id, None, STAFF)
     assert credits.balances(client_row.id) == {"EUR": 5000, "USD": 5000}
 
 
 def test_a_negative_balance_is_not_applied(client_row):
-    invoice = invoice_for(client_row, "20.00")
+    invoice = make.invoice(client_row, "20.00")
     credits.add_charge(client_row.id, "5.00", "EUR", "Fee", STAFF)
     with pytest.raises(ServiceError) as caught:
         credits.apply_credit(invoice.id, None, STAFF)
@@ -180,7 +170,7 @@ def test_auto_apply_at_finalize_follows_the_client_then_the_business(make, clien
     client_row.auto_apply_credit = client_setting
     db.session.commit()
     credits.add_credit(client_row.id, "30.00", "EUR", "Credit", STAFF)
-    invoice = invoice_for(client_row, "100.00")
+    invoice = make.invoice(client_row, "100.00")
     done = fresh(Invoice, invoice.id)
     assert done.credit_applied == applied and done.amount_due == 10000 - applied
     assert credits.balance(client_row.id, "EUR") == 3000 - applied
@@ -188,7 +178,7 @@ def test_auto_apply_at_finalize_follows_the_client_then_the_business(make, clien
 
 def test_auto_apply_pays_a_small_invoice_in_full_and_keeps_the_rest(client_row):
     credits.add_credit(client_row.id, "30.00", "EUR", "Credit", STAFF)
-    invoice = invoice_for(client_row, "12.00")
+    invoice = make.invoice(client_row, "12.00")
     done = fresh(Invoice, invoice.id)
     assert (done.status, done.credit_applied, done.amount_due) == ("paid", 1200, 0)
     assert credits.balance(client_row.id, "EUR") == 1800
@@ -198,7 +188,7 @@ def test_auto_apply_pays_a_small_invoice_in_full_and_keeps_the_rest(client_row):
 
 def test_auto_apply_uses_only_the_invoice_currency(client_row):
     credits.add_credit(client_row.id, "30.00", "USD", "Credit", STAFF)
-    invoice = invoice_for(client_row, "12.00")
+    invoice = make.invoice(client_row, "12.00")
     assert fresh(Invoice, invoice.id).credit_applied == 0
 
 
@@ -209,7 +199,7 @@ def test_the_ledger_is_newest_first_with_a_running_balance_per_currency(client_r
     credits.add_credit(client_row.id, "7.00", "USD", "two", STAFF)
     credits.add_charge(client_row.id, "15.00", "EUR", "three", STAFF)
     credits.add_credit(client_row.id, "1.00", "EUR", "four", STAFF)
-    invoice = invoice_for(client_row, "50.00", currency="USD")  # auto-applies the 7.00
+    invoice = make.invoice(client_row, "50.00", currency="USD")  # auto-applies the 7.00
     page = credits.ledger(client_row.id, page=1, per_page=3)
     assert page.total == 5 and page.pages == 2 and page.has_next and not page.has_prev
     assert [(r.entry.description, r.running) for r in page.rows] == [
@@ -276,7 +266,7 @@ def test_concurrent_applies_never_overdraw_the_balance(app, make, db_kind):
         pytest.skip("row locks under real concurrency are PostgreSQL's; SQLite serialises writers")
     make.business(currency="EUR", auto_apply_credit=False)
     client_row = make.client()
-    ids = [invoice_for(client_row, "30.00").id for _ in range(8)]
+    ids = [make.invoice(client_row, "30.00").id for _ in range(8)]
     credits.add_credit(client_row.id, "100.00", "EUR", "Credit", STAFF)
     client_id = client_row.id
     db.session.remove()
@@ -293,7 +283,7 @@ def test_concurrent_default_applies_share_the_balance(app, make, db_kind):
         pytest.skip("row locks under real concurrency are PostgreSQL's; SQLite serialises writers")
     make.business(currency="EUR", auto_apply_credit=False)
     client_row = make.client()
-    ids = [invoice_for(client_row, "80.00").id for _ in range(4)]
+    ids = [make.invoice(client_row, "80.00").id for _ in range(4)]
     credits.add_credit(client_row.id, "100.00", "EUR", "Credit", STAFF)
     client_id = client_row.id
     db.session.remove()

@@ -19,18 +19,12 @@ def app_settings(app_settings):
     return {**app_settings, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 25}}
 
 
-def _draft(client):
-    draft = invoices.create_draft(client, STAFF)
-    return invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-
-
 def test_twenty_concurrent_finalizations_get_twenty_consecutive_numbers(app, make, db_kind):
     if db_kind != "postgresql":
         pytest.skip("row locks under real concurrency are PostgreSQL's; SQLite serialises writers")
     make.business(invoice_number_format="INV-{seq:05d}", currency="EUR")
     client = make.client()
-    ids = [_draft(client).id for _ in range(20)]
+    ids = [make.invoice(client, status="draft").id for _ in range(20)]
     db.session.remove()
 
     barrier = threading.Barrier(len(ids))
@@ -62,8 +56,8 @@ def test_twenty_concurrent_finalizations_get_twenty_consecutive_numbers(app, mak
 def test_numbers_follow_the_next_number_in_settings(app, make):
     make.business(invoice_number_format="{year}/{seq}", invoice_next_number=500, currency="EUR")
     client = make.client()
-    first = invoices.finalize(_draft(client), STAFF)
-    second = invoices.finalize(_draft(client), STAFF)
+    first = invoices.finalize(make.invoice(client, status="draft"), STAFF)
+    second = invoices.finalize(make.invoice(client, status="draft"), STAFF)
     assert (first.sequence_number, second.sequence_number) == (500, 501)
     assert first.number.endswith("/500") and second.number.endswith("/501")
 
@@ -71,7 +65,7 @@ def test_numbers_follow_the_next_number_in_settings(app, make):
 def test_deleting_a_draft_leaves_no_gap(app, make):
     make.business(invoice_number_format="N{seq}", currency="EUR")
     client = make.client()
-    doomed = _draft(client)
+    doomed = make.invoice(client, status="draft")
     invoices.delete_draft(doomed, STAFF)
-    kept = invoices.finalize(_draft(client), STAFF)
+    kept = invoices.finalize(make.invoice(client, status="draft"), STAFF)
     assert kept.number == "N1"

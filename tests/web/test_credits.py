@@ -29,17 +29,6 @@ def section(response, marker: str) -> str:
     return html.split(marker, 1)[1].split("</section>", 1)[0]
 
 
-def draft_for(client_row, amount="100.00") -> Invoice:
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return draft
-
-
-def invoice_for(client_row, amount="100.00") -> Invoice:
-    return invoices.finalize(draft_for(client_row, amount), STAFF)
-
-
 def entries(client_id=None) -> int:
     query = select(func.count()).select_from(CreditEntry)
     if client_id is not None:
@@ -128,7 +117,7 @@ def test_credit_routes_are_staff_only(acme, make, app, client):
                                                 "password": contact.plain_password}).status_code == 302
     for path in (url, f"/staff/clients/{acme.id}/one-time-charges"):
         assert post_form(browser, path, {"amount": "5.00", "description": "x"}).status_code == 403
-    invoice = invoice_for(acme)
+    invoice = make.invoice(acme)
     assert post_form(browser, f"/staff/invoices/{invoice.id}/apply-credit", {"amount": ""}).status_code == 403
     assert entries() == 0
 
@@ -166,7 +155,7 @@ def with_credit(make, acme):
     """€60.00 of credit (no automatic application) and an open €100.00 invoice."""
     make.business(auto_apply_credit=False)
     credits.add_credit(acme.id, "60.00", "EUR", "Prepaid", STAFF)
-    return invoice_for(acme)
+    return make.invoice(acme)
 
 
 def apply(staff_client, invoice_id, amount):
@@ -225,7 +214,7 @@ def test_apply_refuses_more_than_the_balance_in_place(acme, with_credit, staff_c
 def test_apply_refuses_more_than_is_due(make, acme, staff_client):
     make.business(auto_apply_credit=False)
     credits.add_credit(acme.id, "60.00", "EUR", "Prepaid", STAFF)
-    invoice = invoice_for(acme, "30.00")
+    invoice = make.invoice(acme, "30.00")
     response = apply(staff_client, invoice.id, "30.01")
     assert response.status_code == 422
     assert "Only €30.00 is due on this invoice." in text_of(response)
@@ -257,7 +246,7 @@ def test_finalizing_applies_credit_when_the_setting_says_so(make, acme, staff_cl
     acme.auto_apply_credit = client_setting
     db.session.commit()
     credits.add_credit(acme.id, "30.00", "EUR", "Prepaid", STAFF)
-    draft = draft_for(acme)
+    draft = make.invoice(acme, status="draft")
     response = post_form(staff_client, f"/staff/invoices/{draft.id}/finalize")
     assert response.status_code == 303
     text = text_of(staff_client.get(f"/staff/invoices/{draft.id}"))
@@ -281,11 +270,11 @@ def portal(make, auth):
     contact = make.contact_with_login()
     mine = contact.client
     credits.add_credit(mine.id, "50.00", "EUR", "Welcome credit", STAFF)
-    invoice = invoice_for(mine, "20.00")  # the business default applies €20.00 at finalize
+    invoice = make.invoice(mine, "20.00")  # the business default applies €20.00 at finalize
     other = make.client(name="Other Co", contacts=[{"name": "Olu", "email": "olu@other.example",
                                                    "receives_invoices": True}])
     credits.add_credit(other.id, "77.00", "EUR", "Secret credit of Other Co", STAFF)
-    other_invoice = invoice_for(other, "10.00")
+    other_invoice = make.invoice(other, "10.00")
     assert auth.login_contact().status_code == 302
     return {"client": mine, "invoice": invoice, "other": other, "other_invoice": other_invoice}
 

@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import (Charge, CreditEntry, CreditNote, Event, Invoice, InvoiceLine, Payment, Refund, Service,
                            TaxRate)
-from portal.services import credits, invoices, payments
+from portal.services import credits, payments
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import csrf_token, post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -76,22 +77,15 @@ def draft(acme, staff_client):
     return int(response.headers["Location"].rsplit("/", 1)[1])
 
 
-def _finalized(client, price="100.00") -> Invoice:
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": price}]), STAFF)
-    return invoices.finalize(draft, STAFF)
-
-
 @pytest.fixture
 def open_invoice(acme, staff_client):
-    return _finalized(acme).id
+    return make.invoice(acme).id
 
 
 @pytest.fixture
 def paid(acme, staff_client):
     """A €100.00 invoice paid by card through the sandbox: (invoice id, payment id)."""
-    invoice = _finalized(acme)
+    invoice = make.invoice(acme)
     payment = payments.confirm_in_sandbox(payments.start_payment(invoice.id), "card:4242424242424242")
     return invoice.id, payment.id
 

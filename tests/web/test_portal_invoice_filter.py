@@ -5,7 +5,6 @@ Drafts and other clients' invoices never appear, whatever the filter; htmx swaps
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 
@@ -15,26 +14,15 @@ from portal.models import Invoice
 from portal.services import invoices
 from portal.services.events import Actor
 from portal.services.scheduler import run_tick
+from tests.support import make
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
 
 def make_invoice(client_row, status: str, amount="100.00") -> Invoice:
-    due = clock.today("UTC") + (timedelta(days=-5) if status == "overdue" else timedelta(days=30))
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=due.isoformat(), lines=[
-        {"description": f"Work ({status})", "quantity": "1", "unit_price": amount}]), STAFF)
-    if status == "draft":
-        return draft
-    invoice = invoices.finalize(draft, STAFF)
-    if status == "paid":
-        invoices.record_manual_payment(invoice, amount, "wire", "", "", STAFF)
-    elif status == "void":
-        invoices.void(invoice, STAFF, "mistake")
-    elif status == "uncollectible":
-        invoice.status = "uncollectible"
-        db.session.commit()
-    return invoice
+    """An invoice in ``status``; "overdue" is an open one 5 days past due (the tick marks it)."""
+    return make.invoice(client_row, amount, description=f"Work ({status})",
+                        due_in_days=-5 if status == "overdue" else 30, status="open" if status == "overdue" else status)
 
 
 STATUSES = ("open", "overdue", "paid", "void", "uncollectible", "draft")

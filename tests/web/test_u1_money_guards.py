@@ -11,6 +11,7 @@ from portal.models import Invoice, Payment
 from portal.services import invoices, payments
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -21,13 +22,6 @@ def acme(make):
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
     return make.client()
-
-
-def invoice_for(client, amount="100.00") -> Invoice:
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF)
 
 
 def fresh(ident) -> Invoice:
@@ -41,7 +35,7 @@ def payments_on(invoice_id) -> int:
 
 
 def test_a_replacement_does_not_void_an_invoice_with_money_on_it(acme):
-    original = invoice_for(acme)
+    original = make.invoice(acme)
     invoices.record_manual_payment(original, "40.00", "wire", "", "", STAFF)
     draft = invoices.replace(fresh(original.id), STAFF)
     with pytest.raises(ServiceError, match="€40.00 paid or credited on it"):
@@ -51,7 +45,7 @@ def test_a_replacement_does_not_void_an_invoice_with_money_on_it(acme):
 
 
 def test_a_replacement_does_not_void_an_invoice_whose_bank_debit_is_clearing(acme):
-    original = invoice_for(acme)
+    original = make.invoice(acme)
     attempt = payments.start_payment(original.id)
     payments.confirm_in_sandbox(attempt, "sepa_debit:DE89370400440532013000")
     draft = invoices.replace(fresh(original.id), STAFF)
@@ -62,7 +56,7 @@ def test_a_replacement_does_not_void_an_invoice_whose_bank_debit_is_clearing(acm
 
 
 def test_an_invoice_is_not_replaced_twice(acme):
-    original = invoice_for(acme)
+    original = make.invoice(acme)
     first = invoices.replace(original, STAFF)
     second = invoices.replace(fresh(original.id), STAFF)
     invoices.finalize(first, STAFF)
@@ -73,7 +67,7 @@ def test_an_invoice_is_not_replaced_twice(acme):
 
 
 def test_mark_as_paid_records_only_the_amount_the_page_showed(acme, staff_client):
-    invoice = invoice_for(acme)
+    invoice = make.invoice(acme)
     invoice_id = invoice.id
     invoices.record_manual_payment(invoice, "30.00", "cash", "", "", STAFF)  # meanwhile, elsewhere
     response = post_form(staff_client, f"/staff/invoices/{invoice_id}/mark-paid",
@@ -87,7 +81,7 @@ def test_mark_as_paid_records_only_the_amount_the_page_showed(acme, staff_client
 
 
 def test_mark_as_paid_is_refused_while_a_bank_debit_clears(acme, staff_client):
-    invoice = invoice_for(acme)
+    invoice = make.invoice(acme)
     invoice_id = invoice.id
     attempt = payments.start_payment(invoice_id)
     payments.confirm_in_sandbox(attempt, "sepa_debit:DE89370400440532013000")
@@ -101,7 +95,7 @@ def test_mark_as_paid_is_refused_while_a_bank_debit_clears(acme, staff_client):
 
 
 def test_the_excess_confirmation_asks_again_if_the_amount_due_changed(acme, staff_client):
-    invoice = invoice_for(acme, "10.00")
+    invoice = make.invoice(acme, "10.00")
     invoice_id = invoice.id
     url = f"/staff/invoices/{invoice_id}/payments"
     asked = post_form(staff_client, url, {"amount": "100.00", "method": "wire", "received_on": "", "reference": ""})
