@@ -7,21 +7,19 @@ from sqlalchemy import select
 
 from portal import clock
 from portal.extensions import db
-from portal.models import Charge, Event, Invoice, InvoiceLine, TaxRate
+from portal.models import Charge, Event, Invoice, InvoiceLine
 from portal.models.invoices import FrozenInvoiceError
 from portal.services import invoices
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, SYSTEM
+from tests.support import make
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(rate)
-    db.session.commit()
-    return rate
+    return make.tax_rate()  # VAT 23 %, on top of prices
 
 
 @pytest.fixture

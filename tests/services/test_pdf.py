@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import threading
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,9 +16,9 @@ from pypdf import PdfReader
 from weasyprint import HTML
 
 from portal.extensions import db
-from portal.models import TaxRate
 from portal.services import invoice_documents, invoices, pdf
 from portal.services.events import Actor
+from tests.support import make
 
 STAFF = Actor("staff", None, "staff@portal.example")
 
@@ -98,10 +97,7 @@ def recorder(monkeypatch):
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(rate)
-    db.session.commit()
-    return rate
+    return make.tax_rate()  # VAT 23 %, on top of prices
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.extensions import db
-from portal.models import Charge, Event, Invoice, Service, TaxRate
+from portal.models import Charge, Event, Invoice
 from portal.services import clients as client_service
 from portal.services import invoices
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import post_form
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -68,10 +69,7 @@ def acme(make, business):
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(rate)
-    db.session.commit()
-    return rate
+    return make.tax_rate()  # VAT 23 %, on top of prices
 
 
 def add_charge(client_, acme_id: int, **values):
@@ -118,9 +116,7 @@ def test_charge_currency_defaults_to_the_clients(staff_client, make, business):
 
 
 def test_picking_a_service_fills_in_the_form(staff_client, acme, vat):
-    service = Service(name="Hosting", unit_price=2500, currency="USD", tax_rate_id=vat.id, active=True)
-    db.session.add(service)
-    db.session.commit()
+    service = make.service("Hosting", 2500, "USD", vat)
     form = text(staff_client.get(f"/staff/clients/{acme.id}/charges/new"))
     assert f'<option value="{service.id}">Hosting</option>' in form
 
@@ -144,9 +140,7 @@ def test_picking_a_service_fills_in_the_form(staff_client, acme, vat):
 
 
 def test_a_service_charge_with_blanks_takes_the_services_values(staff_client, acme, vat):
-    service = Service(name="Hosting", unit_price=2500, currency="EUR", tax_rate_id=vat.id, active=True)
-    db.session.add(service)
-    db.session.commit()
+    service = make.service("Hosting", 2500, "EUR", vat)
     response = add_charge(staff_client, acme.id, service_id=str(service.id), description="", unit_price="",
                           quantity="1")
     assert response.status_code == 302
@@ -258,31 +252,22 @@ def test_draft_from_all_open_charges(staff_client, acme):
 
 # The client page: invoices and balance --------------------------------------------------------------
 
-def _invoice(client, amount: str, currency="EUR", finalize=True):
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency=currency, lines=[
-        {"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    if finalize:
-        invoices.finalize(draft, STAFF)
-    return draft
-
-
 def test_client_page_shows_invoices_and_balance(staff_client, acme, make):
-    sent = _invoice(acme, "100.00")
-    part_paid = _invoice(acme, "250.00")
+    sent = make.invoice(acme, "100.00")
+    part_paid = make.invoice(acme, "250.00")
     invoices.record_manual_payment(part_paid, "50.00", "wire", "", "", STAFF)
-    paid = _invoice(acme, "70.00")
+    paid = make.invoice(acme, "70.00")
     invoices.record_manual_payment(paid, "70.00", "cash", "", "", STAFF)
-    cancelled = _invoice(acme, "999.00")
+    cancelled = make.invoice(acme, "999.00")
     invoices.void(cancelled, STAFF)
-    draft = _invoice(acme, "500.00", finalize=False)
-    dollars = _invoice(acme, "30.00", currency="USD")
-    late = _invoice(acme, "10.00")
+    draft = make.invoice(acme, "500.00", status="draft")
+    dollars = make.invoice(acme, "30.00", currency="USD")
+    late = make.invoice(acme, "10.00")
     late.due_date = clock.today().replace(year=2020)
     db.session.commit()
     invoices.mark_overdue(clock.now())
     other = make.client(name="Other Co")
-    _invoice(other, "5000.00")  # someone else's debt is not Acme's
+    make.invoice(other, "5000.00")  # someone else's debt is not Acme's
 
     assert client_service.client_balance(acme) == {"EUR": 10000 + 20000 + 1000, "USD": 3000}
 
@@ -350,9 +335,7 @@ def test_browser_add_charge_from_a_service_then_delete_it(page, make, business, 
     page.on("pageerror", lambda e: errors.append(str(e)))
     user = make.staff()
     acme = make.client(name="Acme Ltd")
-    service = Service(name="Hosting", unit_price=2500, currency="EUR", tax_rate_id=vat.id, active=True)
-    db.session.add(service)
-    db.session.commit()
+    make.service("Hosting", 2500, "EUR", vat)
 
     page.goto("/staff/login")
     page.get_by_label("Email").fill(user.email)
@@ -387,7 +370,7 @@ def test_markup_in_client_name_and_notes_stays_text_beside_billing(staff_client,
     evil = make.client(name=XSS)
     client_service.update_client(evil, {"notes": XSS, "address": XSS}, STAFF)
     add_charge(staff_client, evil.id, description=XSS)
-    _invoice(evil, "12.00")
+    make.invoice(evil, "12.00")
     page = text(staff_client.get(f"/staff/clients/{evil.id}"))
     assert "<script>alert" not in page and "<img src=x" not in page
     assert page.count("&lt;script&gt;alert(") >= 4  # title, heading, notes, address, charge

@@ -5,16 +5,16 @@ the guest page with nothing but the link.
 """
 from __future__ import annotations
 
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Event, Invoice, InvoiceToken, TaxRate
+from portal.models import Event, Invoice, InvoiceToken
 from portal.services import guest_links, invoices
 from portal.services.errors import ServiceError
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -28,10 +28,7 @@ def app_settings(app_settings, request):
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(rate)
-    db.session.commit()
-    return rate
+    return make.tax_rate()  # VAT 23 %, on top of prices
 
 
 @pytest.fixture

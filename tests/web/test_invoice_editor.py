@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from portal.billing.money import format_money
 from portal.extensions import db
-from portal.models import Invoice, Service, TaxRate
+from portal.models import Invoice, TaxRate
 from portal.services import invoices
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import email_text, links, post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -79,21 +80,16 @@ def acme(business, make):
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    reduced = TaxRate(name="Reduced", percent=Decimal("6"), inclusive=False)
-    retired = TaxRate(name="Old VAT", percent=Decimal("21"), inclusive=False, active=False)
-    db.session.add_all([rate, reduced, retired])
-    db.session.commit()
+    rate = make.tax_rate()
+    make.tax_rate("Reduced", "6")
+    make.tax_rate("Old VAT", "21", active=False)
     return rate
 
 
 @pytest.fixture
 def workshop(vat):
-    service = Service(name="Brand workshop", description="Half a day", unit_price=45000, currency="EUR",
-                      tax_rate_id=vat.id)
-    db.session.add(service)
-    db.session.add(Service(name="Retired thing", unit_price=100, currency="EUR", active=False))
-    db.session.commit()
+    service = make.service("Brand workshop", 45000, "EUR", vat, description="Half a day")
+    make.service("Retired thing", 100, "EUR", active=False)
     return service
 
 
@@ -195,9 +191,7 @@ def test_add_line_appends_an_empty_one_off_row_and_keeps_what_is_typed(draft, va
 
 
 def test_a_service_priced_in_another_currency_is_refused_with_a_reason(draft, staff_client):
-    dollars = Service(name="US retainer", unit_price=10000, currency="USD")
-    db.session.add(dollars)
-    db.session.commit()
+    dollars = make.service("US retainer", 10000, "USD")
     body = text_of(post_form(staff_client, f"/staff/invoices/{draft}/editor",
                              form([], op="add-service", add_service_id=str(dollars.id)), htmx=True))
     assert "US retainer is priced in USD; this invoice is in EUR. Add it as a one-off line instead." in visible(body)

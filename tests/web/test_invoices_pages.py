@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.extensions import db
-from portal.models import Charge, Client, Event, Invoice, InvoiceToken, Payment, TaxRate
+from portal.models import Charge, Client, Event, Invoice, InvoiceToken, Payment
 from portal.services import invoices
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import email_text, links, post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -69,10 +70,7 @@ def business(make):
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(rate)
-    db.session.commit()
-    return rate
+    return make.tax_rate()  # VAT 23 %, on top of prices
 
 
 def build(client, lines, finalize_on: str | None = None, **header) -> Invoice:

@@ -4,16 +4,16 @@ from __future__ import annotations
 import io
 import re
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Event, TaxRate
+from portal.models import Event
 from portal.services import invoices
 from portal.services.events import Actor
+from tests.support import make
 
 STAFF = Actor("staff", None, "staff@portal.example")
 FOOTER = "Pay by bank transfer to IBAN PT50 0002 0123 1234 5678 9015 4"
@@ -29,10 +29,7 @@ def png() -> bytes:
 
 @pytest.fixture
 def vat(app):
-    rate = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(rate)
-    db.session.commit()
-    return rate
+    return make.tax_rate()  # VAT 23 %, on top of prices
 
 
 @pytest.fixture
