@@ -2,7 +2,6 @@
 next tick; the job runs the tick's claim, so a tick right after, or a second job, charges nothing more."""
 from __future__ import annotations
 
-from datetime import timedelta
 
 import pytest
 from rq import Queue
@@ -12,8 +11,9 @@ from portal import clock
 from portal.extensions import db
 from portal.models import Client, Invoice, Payment
 from portal.queues import enqueue_job, redis_connection
-from portal.services import invoices, payment_methods, payments
+from portal.services import payment_methods, payments
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.jobs import tick
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -33,11 +33,7 @@ def issue(client: Client, timing: str | None = None) -> int:
     client = db.session.get(Client, client.id)
     client.autopay_timing = timing
     db.session.commit()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(
-        currency="EUR", due_date=(clock.today() + timedelta(days=14)).isoformat(),
-        lines=[{"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    return invoices.finalize(draft, STAFF).id
+    return make.invoice(client, due_in_days=14).id
 
 
 def charges(invoice_id: int) -> list[Payment]:

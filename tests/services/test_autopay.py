@@ -10,8 +10,9 @@ from sqlalchemy import select
 from portal import clock
 from portal.extensions import db
 from portal.models import Client, Delivery, Event, Invoice, Payment
-from portal.services import autopay, invoices, payment_methods, payments, scheduler
+from portal.services import autopay, payment_methods, payments, scheduler
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.jobs import run_jobs
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -32,14 +33,6 @@ def with_autopay(client: Client, number: str = "4242424242424242", timing: str |
     client.autopay_timing, client.autopay_days_before = timing, days_before
     db.session.commit()
     return client
-
-
-def issue(client: Client, due: date | None = None, amount: str = "100.00") -> Invoice:
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(
-        currency="EUR", due_date=due.isoformat() if due else "",
-        lines=[{"description": "Work", "quantity": "1", "unit_price": amount}]), STAFF)
-    return invoices.finalize(draft, STAFF)
 
 
 def tick(cli, at: datetime) -> None:
@@ -70,7 +63,7 @@ def at_utc(day: date, hour: int) -> datetime:
 
 def test_on_issue_charges_at_the_first_tick_after_finalize(acme, cli):
     client = with_autopay(acme)
-    invoice = issue(client, due=clock.today() + timedelta(days=14))
+    invoice = make.invoice(client, due=clock.today() + timedelta(days=14))
     assert invoice.autopay_on == invoice.issue_date
     assert charges(invoice.id) == [], "finalize only schedules"
 
@@ -89,7 +82,7 @@ def test_on_due_date_not_before_the_due_date_in_the_business_timezone_and_once(a
     make.business(timezone="America/New_York", autopay_timing="on_due_date")
     client = with_autopay(acme)
     due = clock.today("America/New_York") + timedelta(days=10)
-    invoice = issue(client, due=due)
+    invoice = make.invoice(client, due=due)
     assert invoice.autopay_on == due
 
     tick(cli, at_utc(due - timedelta(days=1), 12))
@@ -105,8 +98,8 @@ def test_on_due_date_not_before_the_due_date_in_the_business_timezone_and_once(a
 def test_days_before_due_from_the_clients_own_rule_never_before_issue(acme, cli):
     client = with_autopay(acme, timing="days_before_due", days_before=3)
     today = clock.today()
-    later = issue(client, due=today + timedelta(days=10))
-    soon = issue(client, due=today + timedelta(days=2))
+    later = make.invoice(client, due=today + timedelta(days=10))
+    soon = make.invoice(client, due=today + timedelta(days=2))
     assert later.autopay_on == today + timedelta(days=7)
     assert soon.autopay_on == today, "not before the issue date"
 
@@ -120,7 +113,7 @@ def test_days_before_due_from_the_clients_own_rule_never_before_issue(acme, cli)
 
 def test_autopay_off_schedules_and_charges_nothing(acme, cli):
     payment_methods.add_in_sandbox(acme.id, None, "card", "4242424242424242", "12/34", "123")
-    invoice = issue(acme)
+    invoice = make.invoice(acme)
     assert invoice.autopay_on is None
     tick(cli, clock.now() + timedelta(days=40))
     assert charges(invoice.id) == []
@@ -130,8 +123,8 @@ def test_turned_off_or_method_removed_before_the_day_skips(acme, make, cli):
     make.business(autopay_timing="on_due_date")
     client = with_autopay(acme)
     due = clock.today() + timedelta(days=5)
-    first = issue(client, due=due)
-    second = issue(client, due=due)
+    first = make.invoice(client, due=due)
+    second = make.invoice(client, due=due)
     assert first.autopay_on == due and second.autopay_on == due
 
     payment_methods.set_autopay(client.id, False, STAFF)
@@ -146,7 +139,7 @@ def test_turned_off_or_method_removed_before_the_day_skips(acme, make, cli):
     tick(cli, at_utc(due, 13))
     assert charges(first.id) == []
 
-    third = issue(client, due=due + timedelta(days=1))
+    third = make.invoice(client, due=due + timedelta(days=1))
     [method] = payment_methods.client_methods(client.id)
     payment_methods.remove(client.id, method.id, STAFF)
     tick(cli, at_utc(due + timedelta(days=1), 12))
@@ -155,7 +148,7 @@ def test_turned_off_or_method_removed_before_the_day_skips(acme, make, cli):
 
 def test_a_decline_is_one_attempt_and_tells_the_client(acme, cli):
     client = with_autopay(acme, number="4000000000000341")
-    invoice = issue(client)
+    invoice = make.invoice(client)
     tick(cli, clock.now())
     [payment] = charges(invoice.id)
     assert (payment.status, payment.failure_code) == ("failed", "card_declined")
@@ -171,7 +164,7 @@ def test_a_backlog_after_downtime_is_caught_up_once(acme, make, cli):
     make.business(autopay_timing="on_due_date")
     client = with_autopay(acme)
     today = clock.today()
-    ids = [issue(client, due=today + timedelta(days=d)).id for d in (1, 2, 3)]
+    ids = [make.invoice(client, due=today + timedelta(days=d)).id for d in (1, 2, 3)]
     tick(cli, at_utc(today + timedelta(days=20), 12))
     tick(cli, at_utc(today + timedelta(days=20), 13))
     assert [len(charges(i)) for i in ids] == [1, 1, 1]
@@ -180,7 +173,7 @@ def test_a_backlog_after_downtime_is_caught_up_once(acme, make, cli):
 
 def test_a_crash_after_the_charge_is_retried_with_the_same_key_and_charges_once(acme, cli, monkeypatch):
     client = with_autopay(acme)
-    invoice = issue(client)
+    invoice = make.invoice(client)
     real = payments.apply_intent
     seen: list[str] = []
 
@@ -205,7 +198,7 @@ def test_two_ticks_at_once_charge_once(acme, app, db_kind):
     if db_kind != "postgresql":
         pytest.skip("row locks under real concurrency are PostgreSQL's; SQLite serialises writers")
     client = with_autopay(acme)
-    invoice_ids = [issue(client).id for _ in range(3)]
+    invoice_ids = [make.invoice(client).id for _ in range(3)]
     db.session.remove()
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
@@ -237,7 +230,7 @@ def test_a_method_the_gateway_refuses_outright_is_a_failed_attempt_with_the_reas
     client = with_autopay(acme)
     [method] = payment_methods.client_methods(client.id)
     get_gateway().detach_payment_method(method.gateway_method_id)  # gone at the gateway, not yet here
-    invoice = issue(client)
+    invoice = make.invoice(client)
     tick(cli, clock.now())
     [payment] = charges(invoice.id)
     assert (payment.status, payment.failure_code, payment.gateway_intent_id) == \
@@ -258,7 +251,7 @@ def test_the_portal_invoice_page_says_when_autopay_will_charge(acme, make, cli, 
     db.session.commit()
     client_row = with_autopay(acme)
     due = clock.today() + timedelta(days=10)
-    invoice = issue(client_row, due=due)
+    invoice = make.invoice(client_row, due=due)
     assert auth.login_contact().status_code == 302
     html = client.get(f"/portal/invoices/{invoice.id}").get_data(as_text=True)
     assert "will be charged to VISA •••• 4242 on" in html

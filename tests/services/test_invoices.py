@@ -30,18 +30,15 @@ def client_a(make):
 
 
 def draft_with_lines(client, vat, lines=None, **header):
-    draft = invoices.create_draft(client, STAFF)
-    data = invoices.DraftInput(
-        currency=header.get("currency", "EUR"), memo=header.get("memo", ""),
-        discount_kind=header.get("discount_kind", ""), discount_value=header.get("discount_value", ""),
-        due_date=header.get("due_date", ""),
+    return make.invoice(
+        client, status="draft", currency=header.get("currency", "EUR"), memo=header.get("memo", ""),
+        discount=(header.get("discount_kind", ""), header.get("discount_value", "")),
+        due=header.get("due_date", ""),
         lines=lines or [
             {"description": "Design, hours", "quantity": "10", "unit_price": "120.00", "tax_rate_id": str(vat.id)},
             {"description": "Hosting", "quantity": "1", "unit_price": "500", "discount_kind": "percent",
              "discount_value": "10", "tax_rate_id": str(vat.id)},
-        ],
-    )
-    return invoices.save_draft(draft, data, STAFF)
+        ])
 
 
 def test_draft_totals_are_computed_by_the_server(client_a, vat):

@@ -19,11 +19,7 @@ STAFF = Actor("staff", None, "staff@portal.example")
 def invoice(make):
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
-    client = make.client()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    return invoices.finalize(draft, STAFF)
+    return make.invoice(make.client())
 
 
 def test_4242_pays_the_invoice_and_sends_a_receipt(invoice, run_worker, smtp_server):

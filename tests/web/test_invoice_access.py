@@ -36,22 +36,6 @@ def business(make):
     return make.business(name="Tidewater Studio", currency="EUR", invoice_number_format="INV-{seq:04d}")
 
 
-def draft(client, vat, amount="100.00", description="Design work"):
-    invoice = invoices.create_draft(client, STAFF)
-    return invoices.save_draft(invoice, invoices.DraftInput(currency="EUR", lines=[
-        {"description": description, "quantity": "1", "unit_price": amount, "tax_rate_id": str(vat.id)}]), STAFF)
-
-
-def finalized(client, vat, **kwargs) -> Invoice:
-    return invoices.finalize(draft(client, vat, **kwargs), STAFF)
-
-
-def link_for(invoice) -> str:
-    raw = invoices.issue_guest_token(invoice)
-    db.session.commit()
-    return f"/pay/{raw}"
-
-
 def text(response) -> str:
     return response.get_data(as_text=True)
 
@@ -64,10 +48,10 @@ def two_clients(business, make, vat):
     acme, globex = ana.client, bo.client
     out = {
         "acme": acme, "globex": globex,
-        "acme_sent": finalized(acme, vat, description="Acme logo design"),
-        "acme_draft": draft(acme, vat, description="Acme unfinished draft"),
-        "globex_sent": finalized(globex, vat, description="Globex website"),
-        "globex_draft": draft(globex, vat, description="Globex secret draft"),
+        "acme_sent": make.invoice(acme, tax_rate=vat, description="Acme logo design"),
+        "acme_draft": make.invoice(acme, tax_rate=vat, status="draft", description="Acme unfinished draft"),
+        "globex_sent": make.invoice(globex, tax_rate=vat, description="Globex website"),
+        "globex_draft": make.invoice(globex, tax_rate=vat, status="draft", description="Globex secret draft"),
     }
     return {k: (v.id if isinstance(v, Invoice) else v) for k, v in out.items()} | {
         "numbers": {k: v.number for k, v in out.items() if isinstance(v, Invoice) and v.number}}
@@ -88,7 +72,7 @@ def test_drafts_never_appear_in_the_client_portal(two_clients, client, auth):
 
 def test_a_draft_has_no_guest_link_and_a_stray_token_for_one_opens_nothing(business, make, vat, client):
     acme = make.client(name="Acme Ltd")
-    invoice = draft(acme, vat)
+    invoice = make.invoice(acme, tax_rate=vat, status="draft")
     with pytest.raises(ServiceError, match="Drafts have no payment link"):
         invoices.issue_guest_token(invoice)
     assert db.session.scalars(select(InvoiceToken)).all() == []
@@ -107,7 +91,7 @@ def test_a_draft_has_no_guest_link_and_a_stray_token_for_one_opens_nothing(busin
 def test_sending_a_draft_finalizes_it_before_its_link_exists(business, make, vat, client):
     """Sending a draft finalizes it first, so the emailed link never shows a draft."""
     acme = make.client(name="Acme Ltd")
-    invoice = draft(acme, vat)
+    invoice = make.invoice(acme, tax_rate=vat, status="draft")
     invoices.send(invoice, STAFF)
     assert invoice.status == "open"
     [token] = db.session.scalars(select(InvoiceToken)).all()
@@ -155,9 +139,9 @@ def test_portal_invoice_pages_need_a_contact_login(two_clients, client, make, au
 
 def test_the_token_of_invoice_x_opens_x_and_only_x(business, make, vat, client):
     acme = make.client(name="Acme Ltd")
-    x = finalized(acme, vat, description="Invoice X work", amount="111.00")
-    y = finalized(acme, vat, description="Invoice Y work", amount="222.00")
-    link_x, link_y = link_for(x), link_for(y)
+    x = make.invoice(acme, tax_rate=vat, description="Invoice X work", amount="111.00")
+    y = make.invoice(acme, tax_rate=vat, description="Invoice Y work", amount="222.00")
+    link_x, link_y = make.guest_link(x), make.guest_link(y)
     x_number, y_number = x.number, y.number
 
     page = text(client.get(link_x))
@@ -178,20 +162,20 @@ def test_the_token_of_invoice_x_opens_x_and_only_x(business, make, vat, client):
 
 def test_revoked_tokens_are_404(business, make, vat, client):
     acme = make.client(name="Acme Ltd")
-    invoice = finalized(acme, vat)
-    old = link_for(invoice)
+    invoice = make.invoice(acme, tax_rate=vat)
+    old = make.guest_link(invoice)
     assert client.get(old).status_code == 200
     invoices.revoke_guest_tokens(invoice, STAFF)
     assert client.get(old).status_code == 404
     assert client.get(old + "/pdf").status_code == 404
-    new = link_for(invoice)
+    new = make.guest_link(invoice)
     assert client.get(new).status_code == 200
 
 
 def test_a_void_invoice_link_still_opens_and_says_cancelled(business, make, vat, client):
     acme = make.client(name="Acme Ltd")
-    invoice = finalized(acme, vat)
-    link = link_for(invoice)
+    invoice = make.invoice(acme, tax_rate=vat)
+    link = make.guest_link(invoice)
     invoices.void(invoice, STAFF, "Billed to the wrong company")
     page = text(client.get(link))
     assert "Cancelled" in page and "Billed to the wrong company" in page
@@ -202,7 +186,7 @@ def test_a_void_invoice_link_still_opens_and_says_cancelled(business, make, vat,
 
 def test_guest_pages_send_no_referrer_and_are_not_cached(business, make, vat, client):
     acme = make.client(name="Acme Ltd")
-    link = link_for(finalized(acme, vat))
+    link = make.guest_link(make.invoice(acme, tax_rate=vat))
     for url, status in ((link, 200), (link + "/pdf", 200), ("/pay/not-a-token", 404),
                         ("/pay/not-a-token/pdf", 404)):
         response = client.get(url)
@@ -216,7 +200,7 @@ def test_guest_pages_send_no_referrer_and_are_not_cached(business, make, vat, cl
 def test_guest_pages_are_rate_limited(app, business, make, vat, client, redis_server):
     assert app.config["RATELIMIT_TOKEN_PAGE"] == "3 per minute"
     acme = make.client(name="Acme Ltd")
-    link = link_for(finalized(acme, vat))
+    link = make.guest_link(make.invoice(acme, tax_rate=vat))
     assert client.get(link).status_code == 200
     assert client.get("/pay/guess-one").status_code == 404
     assert client.get(link + "/pdf").status_code == 200

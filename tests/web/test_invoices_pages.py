@@ -75,11 +75,9 @@ def vat(app):
 
 def build(client, lines, finalize_on: str | None = None, **header) -> Invoice:
     """A draft with these lines (description, quantity, unit price), finalized on a day if asked."""
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(
-        currency=header.get("currency", "EUR"), memo=header.get("memo", ""), footer=header.get("footer", ""),
-        lines=[{"description": d, "quantity": q, "unit_price": p, "tax_rate_id": header.get("tax", "")}
-               for d, q, p in lines]), STAFF)
+    draft = make.invoice(
+        client, status="draft", currency=header.get("currency", "EUR"), memo=header.get("memo", ""),
+        footer=header.get("footer", ""), lines=[(d, q, p, header.get("tax") or None) for d, q, p in lines])
     if finalize_on:
         with clock.frozen(at(finalize_on)):
             invoices.finalize(draft, STAFF)

@@ -21,6 +21,7 @@ from portal.models import Client, PaymentMethod, TaxRate
 from portal.services import invoices, payment_methods
 from portal.services.events import Actor
 from portal.services.scheduler import run_tick
+from tests.support import make
 from tests.support.web import email_text, post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -33,11 +34,7 @@ def text_of(html: str) -> str:
 
 
 def issue(client_row, lines=None, due=None):
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(
-        currency="EUR", due_date=(due or clock.today("UTC") + timedelta(days=14)).isoformat(),
-        lines=lines or [{"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    return invoices.finalize(draft, STAFF)
+    return make.invoice(client_row, lines=lines, due=due, due_in_days=14)
 
 
 @pytest.fixture
@@ -203,18 +200,12 @@ class TestSender:
 
 # 12. Empty columns, the line summary, the demo's catalogue -----------------------------------------
 
-def guest_link(invoice) -> str:
-    raw = invoices.issue_guest_token(invoice)
-    db.session.commit()
-    return f"/pay/{raw}"
-
-
 def pdf_text(data: bytes) -> str:
     return " ".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
 
 
 def test_no_discount_or_tax_columns_when_no_line_has_one(studio, client):
-    link = guest_link(issue(studio.client, lines=[
+    link = make.guest_link(issue(studio.client, lines=[
         {"description": "Brand workshop", "quantity": "2", "unit_price": "450.00"},
         {"description": "Printing", "quantity": "1", "unit_price": "100.00"}]))
     html = client.get(link).get_data(as_text=True)
@@ -230,7 +221,7 @@ def test_the_columns_show_when_a_line_has_a_discount_or_tax(studio, client):
     vat = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
     db.session.add(vat)
     db.session.commit()
-    link = guest_link(issue(studio.client, lines=[
+    link = make.guest_link(issue(studio.client, lines=[
         {"description": "Brand workshop", "quantity": "1", "unit_price": "450.00", "tax_rate_id": str(vat.id)},
         {"description": "Printing", "quantity": "1", "unit_price": "100.00", "discount_kind": "percent",
          "discount_value": "10"}]))
