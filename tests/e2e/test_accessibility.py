@@ -6,16 +6,15 @@ axe-core is vendored, pinned, under tests/support/vendor/ (see its README); the 
 """
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
 
-from portal import clock
 from portal.extensions import db
-from portal.services import credit_notes, invoices, payment_methods, payments
+from portal.services import credit_notes, invoices, payment_methods
 from portal.services.events import Actor
+from tests.support import make
 
 pytestmark = pytest.mark.browser
 
@@ -25,12 +24,8 @@ STAFF = Actor("staff", None, "staff@portal.example")
 
 
 def finalized(client, amount: str, due_in_days: int = 30):
-    draft = invoices.create_draft(client, STAFF)
-    due = (clock.today() + timedelta(days=due_in_days)).isoformat()
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=due, lines=[
-        {"description": "Design sprint", "quantity": "2", "unit_price": amount},
-        {"description": "Hosting", "quantity": "1", "unit_price": "15.00"}]), STAFF)
-    return invoices.finalize(draft, STAFF)
+    return make.invoice(client, due_in_days=due_in_days,
+                        lines=[("Design sprint", "2", amount, None), ("Hosting", "1", "15.00", None)])
 
 
 def build(make) -> dict:
@@ -42,7 +37,7 @@ def build(make) -> dict:
     client_id, contact_email = client.id, contact.email
 
     settled = finalized(client, "50.00")
-    payment = payments.confirm_in_sandbox(payments.start_payment(settled.id), "card:4242424242424242")
+    payment = make.card_payment(settled)
     settled_id, payment_id = settled.id, payment.id
     credit_notes.refund_payment(settled_id, payment_id, "30.00", "Goodwill", STAFF)
     credit_notes.issue(settled_id, {"to_balance": "10.00", "reason": "other", "memo": "Late delivery"}, STAFF)

@@ -6,14 +6,11 @@ the same total as the staff page.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
 
 from portal.billing.money import format_money
-from portal.extensions import db
-from portal.models import Service, TaxRate
 from portal.services import invoices
 from tests.support.browser import BRAND, sign_in
 from tests.support.web import email_text, links
@@ -33,11 +30,8 @@ def expected_total(lines: list[dict], **header) -> str:
 def test_staff_build_and_send_an_invoice_and_the_guest_sees_the_same_total(
         page, problems, make, run_worker, smtp_server, live_server):
     make.business(name="Tidewater Studio", brand_color=BRAND, currency="EUR", invoice_number_format="INV-{seq:04d}")
-    vat = TaxRate(name="VAT", percent=Decimal("23"), inclusive=False)
-    db.session.add(vat)
-    db.session.flush()
-    db.session.add(Service(name="Brand workshop", unit_price=45000, currency="EUR", tax_rate_id=vat.id))
-    db.session.commit()
+    vat = make.tax_rate()
+    make.service("Brand workshop", 45000, "EUR", vat)
     vat_id = str(vat.id)
     user = make.staff()
     sign_in(page, "staff", user.email, user.plain_password)

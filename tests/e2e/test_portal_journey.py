@@ -9,7 +9,6 @@ their receipts show which invoices each one paid. No page logs a console error o
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -18,23 +17,17 @@ from sqlalchemy import select
 from portal import clock
 from portal.extensions import db
 from portal.models import Invoice, Payment, PaymentAllocation
-from portal.services import invoices
-from portal.services.events import Actor
+from tests.support import make
 from tests.support.browser import BRAND
 
 pytestmark = pytest.mark.browser
 
-STAFF = Actor("staff", None, "staff@portal.example")
 VISA = "4242 4242 4242 4242"
 
 
 def invoice_for(client_row, amount: str, due_in_days: int) -> tuple[int, str]:
     """A finalized EUR invoice for ``amount``, due in ``due_in_days``: (id, number)."""
-    draft = invoices.create_draft(client_row, STAFF)
-    due = (clock.today() + timedelta(days=due_in_days)).isoformat()
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=due, lines=[
-        {"description": "Studio work", "quantity": "1", "unit_price": amount}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
+    invoice = make.invoice(client_row, amount, description="Studio work", due_in_days=due_in_days)
     return invoice.id, invoice.number
 
 

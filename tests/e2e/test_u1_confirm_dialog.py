@@ -11,27 +11,16 @@ from sqlalchemy.orm import Session
 
 from portal.extensions import db
 from portal.models import Payment
-from portal.services import invoices
-from portal.services.events import Actor
 from tests.support.browser import BRAND, sign_in
 
 pytestmark = pytest.mark.browser
-
-STAFF = Actor("staff", None, "staff@portal.example")
-
-
-def _invoice(client, price: str):
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": price}]), STAFF)
-    return invoices.finalize(draft, STAFF)
 
 
 def test_mark_as_paid_void_and_refund_ask_in_the_dialog(page, problems, make, live_server):
     make.business(name="Tidewater Studio", brand_color=BRAND, currency="EUR", invoice_number_format="INV-{seq:04d}")
     acme = make.client(name="Acme Ltd")
-    paid_id = _invoice(acme, "40.00").id
-    void_id = _invoice(acme, "15.00").id
+    paid_id = make.invoice(acme, "40.00").id
+    void_id = make.invoice(acme, "15.00").id
     user = make.staff()
     sign_in(page, "staff", user.email, user.plain_password)
     page.on("dialog", lambda d: pytest.fail(f"window.{d.type}() was used: {d.message}"))

@@ -16,6 +16,7 @@ from portal import clock
 from portal.extensions import db
 from portal.services import credit_notes, invoices, payment_methods, payments
 from portal.services.events import Actor
+from tests.support import make
 
 pytestmark = pytest.mark.browser
 
@@ -81,11 +82,8 @@ def sign_in(page: Page, area: str, email: str, password: str) -> None:
 
 
 def finalized(client_row, description: str, price: str):
-    draft = invoices.create_draft(client_row, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": description, "quantity": "3", "unit_price": price},
-        {"description": "Hosting and maintenance, monthly", "quantity": "1", "unit_price": "45.00"}]), STAFF)
-    return invoices.finalize(draft, STAFF)
+    return make.invoice(client_row, lines=[(description, "3", price, None),
+                                           ("Hosting and maintenance, monthly", "1", "45.00", None)])
 
 
 @pytest.fixture
