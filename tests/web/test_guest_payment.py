@@ -14,6 +14,7 @@ from portal.models import Event, Invoice, Payment
 from portal.services import invoices
 from portal.services.events import Actor
 from tests.support.web import csrf_token, email_text, text_of
+from tests.support.jobs import run_jobs
 
 STAFF = Actor("staff", None, "staff@portal.example")
 VISA = "4242 4242 4242 4242"
@@ -154,6 +155,7 @@ def test_a_sepa_debit_processes_then_the_tick_settles_it(eur, client, cli, run_w
 
     later = (clock.now() + timedelta(minutes=11)).isoformat()
     assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
+    run_jobs()  # the tick enqueued the reconciliation; a worker runs it
     invoice = invoice_row(invoice_id)
     assert invoice.status == "paid" and invoice.amount_due == 0
     payment = db.session.scalars(select(Payment).where(Payment.invoice_id == invoice_id)).one()
@@ -172,6 +174,7 @@ def test_a_us_bank_debit_that_fails_leaves_the_invoice_open_and_says_so(usd, cli
 
     later = (clock.now() + timedelta(minutes=11)).isoformat()
     assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
+    run_jobs()  # the tick enqueued the reconciliation; a worker runs it
     invoice = invoice_row(invoice_id)
     assert invoice.status == "open" and invoice.amount_paid == 0
     assert len(events("invoice.payment_failed")) == 1

@@ -21,6 +21,7 @@ from portal.services import credits, invoices, payments
 from portal.services.events import Actor
 from tests.support import make
 from tests.support.web import csrf_token, post_form, text_of
+from tests.support.jobs import run_jobs
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CONTACT = Actor("contact", None, "ana@acme.example")
@@ -246,6 +247,8 @@ def test_refund_of_a_late_success_whose_job_was_lost_is_done_by_the_tick(acme, s
     from portal.services.scheduler import run_tick
 
     run_tick(clock.now())
+
+    run_jobs()  # what the tick enqueued
     payment = fresh(Payment, attempt.id)
     assert payment.excess_state == "refunded" and payment.refunded_amount == 10000
     assert credits.balance(acme.client_id, "EUR") == 0
@@ -260,6 +263,8 @@ def test_the_tick_cancels_stale_intents_a_lost_job_missed(acme):
     from portal.services.scheduler import run_tick
 
     run_tick(clock.now())
+
+    run_jobs()  # what the tick enqueued
     assert fresh(Payment, attempt.id).status == "canceled", "the amount due changed: the intent was stale"
     # Paying now charges what is left, once.
     again = payments.start_payment(invoice.id)
@@ -308,8 +313,10 @@ def test_an_attempt_left_unconfirmed_for_a_day_is_cancelled_and_no_longer_polled
     attempt = payments.start_payment(invoice.id)
     attempt_id, intent_id = attempt.id, attempt.gateway_intent_id
     run_tick(clock.now() + timedelta(hours=23))
+    run_jobs()  # what the tick enqueued
     assert fresh(Payment, attempt_id).status == "pending", "still within its day"
     run_tick(clock.now() + timedelta(hours=25))
+    run_jobs()  # what the tick enqueued
     assert fresh(Payment, attempt_id).status == "canceled"
     assert get_gateway().retrieve_intent(intent_id).status == "canceled"
     why = [e.data.get("why") for e in db.session.scalars(select(Event).where(Event.type == "payment.canceled"))]

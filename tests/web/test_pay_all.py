@@ -13,6 +13,7 @@ from portal.models import CreditEntry, Delivery, Invoice, Payment, PaymentAlloca
 from portal.services import credits, invoices, payments
 from portal.services.events import Actor
 from tests.support.web import csrf_token, text_of
+from tests.support.jobs import run_jobs
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CONTACT = Actor("contact", None, "ana@acme.example")
@@ -325,6 +326,7 @@ def test_a_pay_all_bank_debit_processes_then_a_bounce_tells_the_client(setup, ma
 
     later = (clock.now() + timedelta(minutes=11)).isoformat()
     assert cli.invoke(args=["portal", "tick", "--at", later]).exit_code == 0
+    run_jobs()  # the tick enqueued the reconciliation; a worker runs it
     [payment] = rows(Payment, gateway="sandbox")
     assert payment.status == "failed" and payment.failure_code == "debit_failed"
     assert all(db.session.get(Invoice, i).status == "open" for i in setup["order"])
