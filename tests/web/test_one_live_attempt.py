@@ -20,8 +20,8 @@ from portal.models import Business, CreditEntry, Delivery, Event, Invoice, Payme
 from portal.services import credits, invoices, payments
 from portal.services.events import Actor
 from tests.support import make
-from tests.support.web import csrf_token, post_form, text_of
 from tests.support.jobs import run_jobs
+from tests.support.web import csrf_token, post_form, text_of
 
 STAFF = Actor("staff", None, "staff@portal.example")
 CONTACT = Actor("contact", None, "ana@acme.example")
@@ -247,7 +247,6 @@ def test_refund_of_a_late_success_whose_job_was_lost_is_done_by_the_tick(acme, s
     from portal.services.scheduler import run_tick
 
     run_tick(clock.now())
-
     run_jobs()  # what the tick enqueued
     payment = fresh(Payment, attempt.id)
     assert payment.excess_state == "refunded" and payment.refunded_amount == 10000
@@ -263,7 +262,6 @@ def test_the_tick_cancels_stale_intents_a_lost_job_missed(acme):
     from portal.services.scheduler import run_tick
 
     run_tick(clock.now())
-
     run_jobs()  # what the tick enqueued
     assert fresh(Payment, attempt.id).status == "canceled", "the amount due changed: the intent was stale"
     # Paying now charges what is left, once.
