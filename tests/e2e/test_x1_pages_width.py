@@ -7,11 +7,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
-from portal.services import invoices
-from portal.services.events import Actor
 
 pytestmark = pytest.mark.browser
-STAFF = Actor("staff", None, "staff@portal.example")
 
 
 def sign_in(page: Page, area: str, email: str, password: str) -> None:
@@ -34,11 +31,8 @@ def test_x1_pages_fit_the_window(page, make, width):
     make.business(name="Tidewater Studio")
     owner = make.owner()
     contact = make.contact_with_login()
-    draft = invoices.create_draft(contact.client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "A long line of work " * 4, "quantity": "1", "unit_price": "120.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    link = f"/pay/{invoices.issue_guest_token(invoice)}"
+    invoice = make.invoice(contact.client, "120.00", description="A long line of work " * 4)
+    link = make.guest_link(invoice)
     db.session.commit()
 
     sign_in(page, "staff", owner.email, owner.plain_password)

@@ -102,11 +102,8 @@ def test_a_refund_beyond_what_was_paid_is_refused(paid, staff_client):
 
 def test_a_manual_payment_is_refunded_as_a_record(make, staff_client):
     make.business(name="Tidewater Studio", currency="EUR")
-    draft = invoices.create_draft(make.client(), STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "50.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    invoices.record_manual_payment(invoice, "50.00", "wire", "", "REF-1", STAFF)
+    invoice = make.invoice(make.client(), "50.00")
+    make.payment(invoice, "50.00", reference="REF-1")
     invoice_id = invoice.id
     payment_id = db.session.scalars(select(Payment.id)).one()
     response = post_form(staff_client, refund_url(invoice_id, payment_id), {"amount": "50.00", "reason": "returned"})
@@ -124,11 +121,8 @@ def test_an_overpayment_is_given_back_from_the_credit_first(make, staff_client):
 
     make.business(name="Tidewater Studio", currency="EUR")
     client = make.client()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
-    invoices.record_manual_payment(invoice, "150.00", "wire", "", "", STAFF)
+    invoice = make.invoice(client)
+    make.payment(invoice, "150.00")
     invoice_id, client_id = invoice.id, client.id
     payment_id = db.session.scalars(select(Payment.id)).one()
     assert credits.balance(client_id, "EUR") == 5000

@@ -127,11 +127,8 @@ def test_nothing_owed_drafts_and_the_rule_off_never_restrict(make):
     paid_client = make.client(name="Paid Co", contacts=[{"name": "P", "email": "p@paid.example",
                                                          "receives_invoices": True}])
     paid = make.invoice(paid_client, due=today() - timedelta(days=30))
-    invoices.record_manual_payment(paid, "100.00", "wire", "", "", STAFF)
-    draft = invoices.create_draft(paid_client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", due_date=(today() - timedelta(days=30)).isoformat(),
-                                                   lines=[{"description": "x", "quantity": "1", "unit_price": "5"}]),
-                        STAFF)
+    make.payment(paid, "100.00")
+    make.invoice(paid_client, "5", description="x", due=today() - timedelta(days=30), status="draft")
     run_tick(clock.now())
     assert client_row(paid_client.id).access_restricted is False
     assert client_row(client.id).access_restricted is True  # now the rule is on

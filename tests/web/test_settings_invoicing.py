@@ -12,6 +12,7 @@ from portal.extensions import db
 from portal.models import Business, Event
 from portal.services import invoices
 from portal.services.events import Actor
+from tests.support import make
 from tests.support.web import post_form
 
 STAFF = Actor("staff", None, "staff@portal.example")
@@ -58,10 +59,7 @@ def text(response) -> str:
 def finalize_invoices(client, n: int) -> list:
     done = []
     for _ in range(n):
-        draft = invoices.create_draft(client, STAFF)
-        invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-            {"description": "Work", "quantity": "1", "unit_price": "10"}]), STAFF)
-        done.append(invoices.finalize(draft, STAFF))
+        done.append(make.invoice(client, "10"))
     return done
 
 

@@ -11,11 +11,9 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.models import Delivery, Event, Invoice, Payment, WebhookEvent
-from portal.services import invoices, payments
-from portal.services.events import Actor
+from portal.services import payments
 from tests.support.fake_stripe import FakeStripe, build_event, sign_payload
 
-STAFF = Actor("staff", None, "staff@portal.example")
 WHSEC = "whsec_test_portal_endpoint_secret"
 URL = "/webhooks/stripe"
 
@@ -41,10 +39,7 @@ def started(make):
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
     client = make.client()
-    draft = invoices.create_draft(client, STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    invoice = invoices.finalize(draft, STAFF)
+    invoice = make.invoice(client)
     payment = payments.start_payment(invoice.id)
     return invoice.id, payment.gateway_intent_id
 

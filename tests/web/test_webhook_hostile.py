@@ -19,12 +19,10 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.gateways import base
 from portal.models import WebhookEvent
-from portal.services import invoices, payments
-from portal.services.events import Actor
+from portal.services import payments
 from tests.support.profiles import examples
 from tests.support.fake_stripe import FakeStripe, build_event, sign_payload
 
-STAFF = Actor("staff", None, "staff@portal.example")
 WHSEC = "whsec_test_portal_endpoint_secret"
 URL = "/webhooks/stripe"
 HANDLED = "payment_intent.succeeded"
@@ -50,10 +48,7 @@ def intent_id(make):
     """A real open payment attempt, so events about a known intent reach the gateway too."""
     make.business(name="Tidewater Studio", currency="EUR")
     make.owner()
-    draft = invoices.create_draft(make.client(), STAFF)
-    invoices.save_draft(draft, invoices.DraftInput(currency="EUR", lines=[
-        {"description": "Work", "quantity": "1", "unit_price": "100.00"}]), STAFF)
-    return payments.start_payment(invoices.finalize(draft, STAFF).id).gateway_intent_id
+    return payments.start_payment(make.invoice(make.client()).id).gateway_intent_id
 
 
 def send(client, body: bytes):
