@@ -19,6 +19,7 @@ from portal.services.catalogue import CatalogueInvalid, parse_price, parse_quant
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
 from portal.services.settings import get_business
+from portal.services.typed import row_id
 
 
 class ChargeInvalid(CatalogueInvalid):
@@ -64,7 +65,7 @@ def prefill_from_service(client: Client, typed: dict) -> dict:
     name as the description unless one was typed. Other typed values (quantity) are kept."""
     values = {k: v for k, v in typed.items() if k != "csrf_token"}
     service_id = str(typed.get("service_id") or "")
-    service = db.session.get(Service, int(service_id)) if service_id.isdigit() else None
+    service = db.session.get(Service, row_id(service_id)) if row_id(service_id) else None
     if service is None or not service.active:
         return values
     values.update({
@@ -89,7 +90,7 @@ def _parse(client: Client, values: dict) -> tuple[dict, dict[str, str]]:
     service = None
     service_text = _text(values, "service_id")
     if service_text:
-        service = db.session.get(Service, int(service_text)) if service_text.isdigit() else None
+        service = db.session.get(Service, row_id(service_text)) if row_id(service_text) else None
         if service is None or not service.active:
             errors["service_id"] = "Choose an active service from the catalogue."
             service = None
@@ -122,7 +123,7 @@ def _parse(client: Client, values: dict) -> tuple[dict, dict[str, str]]:
     tax_rate_id = None
     tax_text = _text(values, "tax_rate_id")
     if tax_text:
-        rate = db.session.get(TaxRate, int(tax_text)) if tax_text.isdigit() else None
+        rate = db.session.get(TaxRate, row_id(tax_text)) if row_id(tax_text) else None
         if rate is None or not rate.active:
             errors["tax_rate_id"] = "Choose an active tax rate from the list."
         else:

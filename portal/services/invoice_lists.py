@@ -26,6 +26,7 @@ from portal.extensions import db
 from portal.models import Client, Event, Invoice, InvoiceLine
 from portal.services.paging import Page
 from portal.services.settings import get_business
+from portal.services.typed import row_id
 
 PER_PAGE = 25
 MAX_PER_PAGE = 100
@@ -74,8 +75,8 @@ class InvoiceFilters:
         elif status:
             errors["status"] = "Choose a status from the list."
         client = (args.get("client_id") or "").strip()
-        if client.isdigit():
-            f.client_id = int(client)
+        if row_id(client):
+            f.client_id = row_id(client)
         for key, attr in (("from", "date_from"), ("to", "date_to")):
             text = (args.get(key) or "").strip()
             if text:
@@ -89,10 +90,10 @@ class InvoiceFilters:
         f.sort = sort if sort in SORTS else "created"
         f.direction = "asc" if (args.get("dir") or "").strip() == "asc" else "desc"
         page = (args.get("page") or "").strip()
-        f.page = min(int(page), 1_000_000) if page.isdigit() and int(page) > 0 else 1
+        f.page = min(row_id(page) or 1, 1_000_000)
         per_page = (args.get("per_page") or "").strip()
-        if per_page.isdigit() and int(per_page) > 0:
-            f.per_page = min(int(per_page), MAX_PER_PAGE)
+        if row_id(per_page):
+            f.per_page = min(row_id(per_page), MAX_PER_PAGE)
         return f
 
     def args(self, **changes: Any) -> dict[str, Any]:

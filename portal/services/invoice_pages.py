@@ -22,6 +22,7 @@ from portal.services.errors import ServiceError
 from portal.services.events import Actor
 from portal.services.invoices import DraftInput
 from portal.services.settings import get_business
+from portal.services.typed import row_id
 
 LINE_FIELDS = ("description", "quantity", "unit_price", "discount_kind", "discount_value", "tax_rate_id",
                "service_id", "charge_id")
@@ -70,7 +71,7 @@ def blank_line() -> dict[str, str]:
 
 def service_line(service_id: str, currency: str) -> dict[str, str]:
     """A new line filled from a catalogue service: its name, unit price and default tax."""
-    service = db.session.get(Service, int(service_id)) if str(service_id or "").isdigit() else None
+    service = db.session.get(Service, row_id(service_id)) if row_id(service_id) else None
     if service is None or not service.active:
         raise ServiceError("Choose a service from the catalogue.", field="add_service_id")
     if valid_currency(currency) and service.currency != currency.upper():
@@ -99,7 +100,7 @@ def editor_state(invoice: Invoice, data: DraftInput) -> EditorState:
     """Choices for the editor and the server's totals for what is typed (nothing is saved)."""
     totals, errors = invoice_service.preview(data)
     currency = (data.currency or "").strip().upper()
-    used = {int(ln["tax_rate_id"]) for ln in data.lines or [] if str(ln.get("tax_rate_id") or "").isdigit()}
+    used = {row_id(ln.get("tax_rate_id")) for ln in data.lines or []} - {None}
     rates = list(db.session.scalars(
         select(TaxRate).where(or_(TaxRate.active.is_(True), TaxRate.id.in_(used or {0})))
         .order_by(TaxRate.name, TaxRate.percent)))

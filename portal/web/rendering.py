@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from flask import render_template, request
 from jinja2_fragments.flask import render_block
 
+from portal.services.typed import row_id
+
 
 def is_htmx() -> bool:
     return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
@@ -34,3 +36,12 @@ def safe_next(target: str | None, prefix: str, default: str) -> str:
     if parts.scheme or parts.netloc or "//" in parts.path:
         return default
     return target
+
+
+MAX_PAGE = 1_000_000
+
+
+def page_arg(name: str = "page") -> int:
+    """The page number in the query string: ASCII digits only (``?page=²`` or ``?page=-3`` is page 1),
+    at most ``MAX_PAGE`` (a 30-digit page would overflow the database's OFFSET)."""
+    return min(row_id(request.args.get(name)) or 1, MAX_PAGE)

@@ -27,6 +27,7 @@ from portal.services.catalogue import MAX_UNIT_PRICE, parse_quantity
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
 from portal.services.settings import get_business
+from portal.services.typed import row_id
 
 MAX_LINES = 500
 
@@ -148,15 +149,15 @@ def parse_draft(data: DraftInput) -> tuple[list[ParsedLine], Discount | None, da
         tax_rate = None
         tax_id = str(raw.get("tax_rate_id") or "").strip()
         if tax_id:
-            tax_rate = rates.get(int(tax_id)) if tax_id.isdigit() else None
+            tax_rate = rates.get(row_id(tax_id))
             if tax_rate is None:
                 errors[prefix + "tax_rate_id"] = "Choose a tax rate from the list."
         service_id = raw.get("service_id")
         charge_id = raw.get("charge_id")
         parsed.append(ParsedLine(
             description, quantity, unit_price, line_discount, tax_rate,
-            int(service_id) if str(service_id or "").isdigit() else None,
-            int(charge_id) if str(charge_id or "").isdigit() else None,
+            row_id(service_id),
+            row_id(charge_id),
         ))
     return parsed, discount, due, errors
 

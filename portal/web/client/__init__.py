@@ -9,13 +9,13 @@ from flask import Blueprint, abort, current_app, flash, redirect, request, url_f
 from flask_login import current_user, login_user
 
 from portal.services import auth as auth_service
-from portal.services import invoices as invoice_service
 from portal.services import credits, payment_methods, payments
+from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound, ServiceError
 from portal.web import downloads
 from portal.web.forms import ChangePasswordForm, PayForm, ProfileForm
 from portal.web.guards import require_contact
-from portal.web.rendering import render
+from portal.web.rendering import page_arg, render
 
 bp = Blueprint("client", __name__)
 bp.before_request(require_contact)
@@ -52,7 +52,7 @@ def _restriction_banner():
 
 @bp.get("/invoices")
 def invoices():
-    page = request.args.get("page", 1, type=int)
+    page = page_arg()
     status = request.args.get("status", "all")
     if status not in invoice_service.PORTAL_STATUS_FILTERS:
         status = "all"  # an unknown filter shows everything
@@ -121,7 +121,7 @@ def invoice_pdf_download(invoice_id: int):
 
 @bp.get("/payments")
 def payment_history():
-    page = request.args.get("page", 1, type=int)
+    page = page_arg()
     history = payments.client_payment_history(current_user.client_id, page=page)
     return render("client/payments.html", block="payment_rows", **history)
 
@@ -180,5 +180,10 @@ def password_change():
 
 
 # F4 pages live in their own modules; importing them registers their routes on ``bp``.
-from portal.web.client import credit, credit_notes, methods, pay_all  # noqa: E402,F401
-from portal.web.client import sessions  # noqa: E402,F401  (X1: the profile's session list)
+from portal.web.client import (  # noqa: E402,F401
+    credit,
+    credit_notes,
+    methods,
+    pay_all,
+    sessions,  # noqa: E402,F401  (X1: the profile's session list)
+)

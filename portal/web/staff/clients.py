@@ -8,8 +8,14 @@ from portal.services import clients as client_service
 from portal.services import credits, payment_methods
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
-from portal.web.forms import ClientForm, ContactForm, NewClientForm, PortalLinkForm, show_errors
-from portal.web.rendering import render
+from portal.web.forms import (
+    ClientForm,
+    ContactForm,
+    NewClientForm,
+    PortalLinkForm,
+    show_errors,
+)
+from portal.web.rendering import page_arg, render
 from portal.web.staff import bp
 
 
@@ -34,8 +40,8 @@ def _contact_or_404(client_id: int, contact_id: int):
 @bp.get("/clients")
 def clients():
     search = request.args.get("q", "")
-    page = request.args.get("page", 1, type=int)
-    result = client_service.list_clients(search=search, page=max(page, 1))
+    page = page_arg()
+    result = client_service.list_clients(search=search, page=page)
     return render("staff/clients.html", block="client_rows", clients=result, q=search)
 
 

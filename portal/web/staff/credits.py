@@ -17,7 +17,7 @@ from portal.services import credits
 from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
-from portal.web.rendering import is_htmx
+from portal.web.rendering import is_htmx, page_arg
 from portal.web.staff import bp
 from portal.web.staff import clients as client_views
 from portal.web.staff.invoices.page import show_invoice
@@ -74,7 +74,7 @@ def client_credit_charge(client_id: int):
 def client_credit_ledger(client_id: int):
     """Another page of the ledger: for htmx just the ledger block, else the client page with it."""
     client = _client_or_404(client_id)
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = page_arg()
     if is_htmx():
         return render_block("staff/clients/_credit.html", "credit_ledger",
                             credit_panel=credits.client_panel(client, page=page))

@@ -4,7 +4,7 @@ from flask import Response, abort, g, request
 from flask_login import current_user
 
 from portal.services import email_log
-from portal.web.rendering import render
+from portal.web.rendering import page_arg, render
 from portal.web.staff import bp
 
 # Every view here reads the log through services.email_log, which holds secret links back
@@ -15,7 +15,7 @@ from portal.web.staff import bp
 def emails():
     status = (request.args.get("status") or "")[:20] or None
     q = (request.args.get("q") or "").strip()[:email_log.SEARCH_MAX]
-    page = min(max(request.args.get("page", 1, type=int), 1), 1_000_000)
+    page = page_arg()
     result = email_log.page(current_user, status=status, page=page, q=q or None)
     return render("staff/emails.html", block="email_rows", emails=result, status=status, q=q,
                   counts=email_log.counts_by_status(), search_window=email_log.SEARCH_WINDOW)

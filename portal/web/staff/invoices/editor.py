@@ -17,10 +17,17 @@ from portal.services import invoice_pages
 from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.invoices import DraftInput, InvoiceInvalid
+from portal.services.typed import row_id
 from portal.web.forms import InvoiceForm
-from portal.web.rendering import is_htmx, render
+from portal.web.rendering import is_htmx, page_arg, render
 from portal.web.staff import bp
-from portal.web.staff.invoices.page import actor, back, finalized_message, invoice_or_404, show_invoice
+from portal.web.staff.invoices.page import (
+    actor,
+    back,
+    finalized_message,
+    invoice_or_404,
+    show_invoice,
+)
 
 EDITOR = "staff/invoices/editor.html"
 
@@ -33,8 +40,8 @@ _OP = re.compile(r"^(add|add-service|remove-\d{1,6}|up-\d{1,6}|down-\d{1,6})$", 
 def invoice_new():
     """Pick the client to bill."""
     search = request.args.get("q", "")
-    page = request.args.get("page", 1, type=int)
-    result = client_service.list_clients(search=search, page=max(page, 1), per_page=20)
+    page = page_arg()
+    result = client_service.list_clients(search=search, page=page, per_page=20)
     return render("staff/invoices/new.html", block="client_choices", clients=result, q=search)
 
 
@@ -42,7 +49,7 @@ def invoice_new():
 def invoice_create():
     raw = request.values.get("client_id", "")
     try:
-        client = client_service.get_client(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+        client = client_service.get_client(row_id(raw)) if row_id(raw) else None
     except NotFound:
         client = None
     if client is None:
@@ -60,7 +67,7 @@ def invoice_from_charges(client_id: int):
     except NotFound:
         abort(404)
     take_all = request.form.get("all") in ("1", "y", "on", "true")
-    charge_ids = [int(c) for c in request.form.getlist("charge_ids") if c.isascii() and c.isdigit() and len(c) <= 18]
+    charge_ids = [row_id(c) for c in request.form.getlist("charge_ids") if row_id(c)]
     if not take_all and not charge_ids:
         flash("Select the charges to invoice.", "error")
         return redirect(url_for("staff.client_detail", client_id=client_id), code=303)

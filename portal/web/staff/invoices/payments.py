@@ -8,14 +8,14 @@ from portal.services import credit_notes, invoice_pages
 from portal.services import invoices as invoice_service
 from portal.services.errors import NotFound, ServiceError
 from portal.services.invoices import ExcessNeedsConfirmation, InvoiceInvalid
+from portal.services.typed import whole_number
 from portal.web.staff import bp
 from portal.web.staff.invoices.page import actor, back, invoice_or_404, show_invoice
 
 
 def _whole_number(text: str | None) -> int | None:
     """A hidden form field holding an amount in minor units (what the page showed), or None."""
-    text = (text or "").strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
+    return whole_number(text)
 
 
 def _recorded(invoice, payment) -> str:
