@@ -7,6 +7,7 @@ from babel.dates import format_date, format_datetime
 from flask import Flask, current_app, g, jsonify, render_template, request, session
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.datastructures import ImmutableMultiDict
 
 from portal.billing.money import format_money
 from portal.extensions import login_manager
@@ -20,7 +21,23 @@ STRIPE_FRAMES = "https://js.stripe.com https://*.js.stripe.com https://hooks.str
 STRIPE_API = "https://api.stripe.com"
 
 
+class _TextWithoutNul(ImmutableMultiDict):
+    """Query and form values with NUL characters removed: no text a person types holds one, and
+    PostgreSQL refuses them in text columns (a 500 instead of the form's answer)."""
+
+    def __init__(self, mapping=None):
+        if mapping is not None and not isinstance(mapping, dict):
+            mapping = [(key.replace("\x00", ""), value.replace("\x00", "") if isinstance(value, str) else value)
+                       for key, value in (mapping.items(multi=True) if hasattr(mapping, "items") else mapping)]
+        elif isinstance(mapping, dict):
+            mapping = {key.replace("\x00", ""): (value.replace("\x00", "") if isinstance(value, str) else value)
+                       for key, value in mapping.items()}
+        super().__init__(mapping)
+
+
 def init_app(app: Flask) -> None:
+    # On top of whatever request class the extensions set (htmx-flask's adds ``request.htmx``).
+    app.request_class = type("PortalRequest", (app.request_class,), {"parameter_storage_class": _TextWithoutNul})
     from portal.web.auth import bp as auth_bp
     from portal.web.client import bp as client_bp
     from portal.web.pay import bp as pay_bp
