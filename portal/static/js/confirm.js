@@ -41,10 +41,13 @@
     dialog.appendChild(article);
     document.body.appendChild(dialog);
 
-    cancel.addEventListener("click", function () { dialog.close("cancel"); });
-    ok.addEventListener("click", function () { dialog.close("ok"); });
+    // A double click on the button that opened the dialog lands its second click here: that click
+    // (event.detail 2) neither answers nor dismisses the dialog, so double-clicking "Attempt card" or
+    // "Mark as paid" still asks once and waits for the answer.
+    cancel.addEventListener("click", function (event) { if (event.detail < 2) { dialog.close("cancel"); } });
+    ok.addEventListener("click", function (event) { if (event.detail < 2) { dialog.close("ok"); } });
     dialog.addEventListener("click", function (event) {
-      if (event.target === dialog) { dialog.close("cancel"); }  // a click on the backdrop
+      if (event.target === dialog && event.detail < 2) { dialog.close("cancel"); }  // a click on the backdrop
     });
     dialog.addEventListener("close", function () {
       var go = pending;

@@ -13,8 +13,21 @@
   var button = document.getElementById("stripe-submit");
   var message = document.getElementById("stripe-error");
 
+  // The button stays disabled and busy from the click until the server's check and Stripe's
+  // confirmation have answered; a second submit meanwhile is ignored.
+  var busy = false;
+  var idle = function () {
+    busy = false;
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  };
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
+    if (busy) {
+      return;
+    }
+    busy = true;
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     message.hidden = true;
@@ -23,8 +36,7 @@
         message.textContent = text;
         message.hidden = false;
       }
-      button.disabled = false;
-      button.removeAttribute("aria-busy");
+      idle();
     };
     // Ask the server first whether this attempt still stands (the invoice may have been paid
     // another way since the page opened); only then let Stripe.js confirm it.
@@ -40,7 +52,7 @@
           done(answer.body.message || "This payment can't go ahead. Reload the page.");
           return;
         }
-        stripe.confirmPayment({
+        return stripe.confirmPayment({
           elements: elements,
           confirmParams: { return_url: form.dataset.returnUrl }
         }).then(function (result) {
@@ -49,5 +61,10 @@
         });
       })
       .catch(function () { done("We couldn't reach the server. Check your connection and try again."); });
+  });
+
+  // Back from Stripe's redirect (the page restored from the back/forward cache): ready again.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { idle(); }
   });
 })();

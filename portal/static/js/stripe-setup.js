@@ -14,8 +14,21 @@
   var button = document.getElementById("stripe-submit");
   var message = document.getElementById("stripe-error");
 
+  // The button stays disabled and busy until Stripe's confirmation has answered; a second submit
+  // meanwhile is ignored.
+  var busy = false;
+  var idle = function () {
+    busy = false;
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  };
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
+    if (busy) {
+      return;
+    }
+    busy = true;
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     message.hidden = true;
@@ -28,8 +41,16 @@
         message.textContent = result.error.message;
         message.hidden = false;
       }
-      button.disabled = false;
-      button.removeAttribute("aria-busy");
+      idle();
+    }, function () {
+      message.textContent = "We couldn't reach the payment provider. Check your connection and try again.";
+      message.hidden = false;
+      idle();
     });
+  });
+
+  // Back from Stripe's redirect (the page restored from the back/forward cache): ready again.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { idle(); }
   });
 })();
