@@ -7,6 +7,8 @@ from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,22 @@ def queue(name: str = DEFAULT) -> Queue:
 RETRY_INTERVALS = [10, 30, 60, 300, 900]
 
 
+# A job in one of these states is still to run (or running, or waiting for its retry).
+WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED)
+
+
 def enqueue_job(name: str, *args, job_id: str, queue_name: str = DEFAULT) -> bool:
     """Hand a job to RQ with retries and backoff, under a deterministic ``job_id`` (one job per unit
-    of work: a second enqueue of the same id while the first waits is the same job). If Redis is
-    down, log it and return False: the tick's sweep finds the work again from the database."""
+    of work). While a job of that id is still waiting, running or due for a retry, it is not
+    enqueued again (RQ itself would run it twice); once it has finished or failed, it is. Returns
+    whether the work is in RQ's hands. If Redis is down, log it and return False: the tick finds
+    the work again from the database."""
     try:
+        try:
+            if Job.fetch(job_id, connection=redis_connection()).get_status() in WAITING:
+                return True
+        except NoSuchJobError:
+            pass
         queue(queue_name).enqueue(name, *args, job_id=job_id,
                                   retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS),
                                   result_ttl=3600, failure_ttl=7 * 24 * 3600)

@@ -95,6 +95,8 @@ def schedule(invoice: Invoice, actor: Actor) -> None:
 @event.listens_for(Session, "after_commit")
 def _charge_after_commit(session) -> None:
     """Queue the charge of invoices scheduled for today in the transaction that just committed."""
+    if session.in_nested_transaction():
+        return  # a savepoint released: wait for the real commit
     due_now = session.info.pop("portal_autopay_now", None)
     if due_now and has_app_context():
         for invoice_id in sorted(due_now):
@@ -103,7 +105,8 @@ def _charge_after_commit(session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_due_now(session) -> None:
-    session.info.pop("portal_autopay_now", None)
+    if not session.in_nested_transaction():  # a savepoint's rollback leaves the outer transaction's
+        session.info.pop("portal_autopay_now", None)
 
 
 # Charging ---------------------------------------------------------------------------------------

@@ -164,8 +164,8 @@ def issue(invoice_id: int, typed: dict[str, str], actor: Actor) -> CreditNote:
     memo = (typed.get("memo") or "").strip()
     if len(memo) > MEMO_MAX:
         errors["memo"] = f"Keep the memo under {MEMO_MAX} characters."
+    invoice = locks.invoice(invoice_id)  # the usual lock order: the invoice, then the payment
     payment = _payment_of(invoice_id, typed.get("payment_id", "")) if split.to_refund > 0 else None
-    invoice = locks.invoice(invoice_id)
     try:
         _refuse_uncreditable(invoice)
         refundable = payments.refundable(payment, invoice.id)["invoice"] if payment is not None else None

@@ -107,6 +107,8 @@ def _note_new_deliveries(session, flush_context) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _enqueue_after_commit(session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the rows are not committed yet
     ids = session.info.pop("portal_flushed_deliveries", None)
     if ids and has_app_context():
         enqueue_new(ids)
@@ -114,25 +116,34 @@ def _enqueue_after_commit(session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_new_deliveries(session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint's rollback: the outer transaction's deliveries stay (enqueue_new checks)
     session.info.pop("portal_new_deliveries", None)
     session.info.pop("portal_flushed_deliveries", None)
 
 
 def enqueue_new(delivery_ids: list[int]) -> int:
     """Enqueue deliveries that were just created (first attempt), outside any session: the hook runs
-    after the commit, so ``enqueued_at`` is written on a connection of its own."""
+    after the commit, so ``enqueued_at`` is written on a connection of its own, first: only rows
+    that really were committed (not ones a savepoint rolled back) come back and are enqueued. Those
+    Redis refuses are given back to the sweep (``enqueued_at`` cleared)."""
+    with db.engine.begin() as connection:
+        committed = list(connection.execute(
+            update(Delivery).where(Delivery.id.in_(delivery_ids), Delivery.enqueued_at.is_(None))
+            .values(enqueued_at=clock.now()).returning(Delivery.id)).scalars())
     enqueued = []
     try:
         q = queue(EMAILS)
-        for delivery_id in delivery_ids:
+        for delivery_id in sorted(committed):
             q.enqueue("portal.jobs.deliveries.deliver", delivery_id, job_id=job_id(delivery_id, 0),
                       result_ttl=3600, failure_ttl=7 * 24 * 3600)
             enqueued.append(delivery_id)
     except RedisError as exc:
-        log.warning("could not enqueue deliveries %s: %s (the sweep will retry)", delivery_ids, exc)
-    if enqueued:
+        log.warning("could not enqueue deliveries %s: %s (the sweep will retry)", committed, exc)
+    missed = sorted(set(committed) - set(enqueued))
+    if missed:
         with db.engine.begin() as connection:
-            connection.execute(update(Delivery).where(Delivery.id.in_(enqueued)).values(enqueued_at=clock.now()))
+            connection.execute(update(Delivery).where(Delivery.id.in_(missed)).values(enqueued_at=None))
     return len(enqueued)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.gateways import get_gateway
+from portal.gateways.base import GatewayError
 from portal.models import Payment
 from portal.queues import enqueue_job
 from portal.services.payments.outcomes import apply_intent
@@ -45,9 +46,9 @@ def reconcile(at: datetime) -> int:
     many jobs it handed over."""
     work = due_work(at)
     db.session.rollback()  # only read
-    when, minute = at.isoformat(), at.strftime("%Y%m%d%H%M")
-    queued = sum(enqueue_job("portal.jobs.payments.reconcile", payment_id, when,
-                             job_id=f"reconcile-{payment_id}-{minute}") for payment_id in work["reconcile"])
+    when = at.isoformat()
+    queued = sum(enqueue_job("portal.jobs.payments.reconcile", payment_id, when, job_id=f"reconcile-{payment_id}")
+                 for payment_id in work["reconcile"])
     queued += sum(enqueue_job("portal.jobs.payments.cancel_stale_payment", payment_id, when,
                               job_id=f"cancel-stale-payment-{payment_id}") for payment_id in work["cancel_stale"])
     queued += sum(enqueue_job("portal.jobs.payments.refund_excess", payment_id, job_id=f"refund-excess-{payment_id}")
@@ -56,13 +57,21 @@ def reconcile(at: datetime) -> int:
 
 
 def reconcile_payment(payment_id: int) -> str:
-    """The job: ask the gateway about one payment and book what it says. Raises GatewayError when
-    the gateway can't be reached (RQ retries the job)."""
+    """The job: ask the gateway about one payment and book what it says. A retryable GatewayError
+    (the gateway unreachable, rate limited) is raised, so RQ retries the job; any other is logged
+    and the next tick asks again (a job per minute, never a storm of retries)."""
     payment = db.session.get(Payment, payment_id)
     if payment is None or payment.gateway is None or payment.status not in ("pending", "processing"):
         db.session.rollback()
         return "nothing to do"
-    intent = get_gateway().retrieve_intent(payment.gateway_intent_id)
+    try:
+        intent = get_gateway().retrieve_intent(payment.gateway_intent_id)
+    except GatewayError as exc:
+        db.session.rollback()
+        if exc.retryable:
+            raise
+        log.warning("reconcile: could not retrieve %s: %s", payment.gateway_intent_id, exc)
+        return "unreachable"
     before = payment.status
     after = apply_intent(intent).status
     return "changed" if after != before else "unchanged"

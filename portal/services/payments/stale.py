@@ -65,6 +65,8 @@ def _note_changed_invoices(session, flush_context) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _cancel_after_commit(session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: wait for the real commit
     changed = session.info.pop("portal_changed_invoices", None)
     if changed and has_app_context():
         ids = sorted(changed)
@@ -75,7 +77,8 @@ def _cancel_after_commit(session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_changed_invoices(session) -> None:
-    session.info.pop("portal_changed_invoices", None)
+    if not session.in_nested_transaction():  # a savepoint's rollback leaves the outer transaction's
+        session.info.pop("portal_changed_invoices", None)
 
 
 def stale_candidates(invoice_ids: list[int] | None, at: datetime | None) -> list[Payment]:
