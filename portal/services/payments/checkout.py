@@ -14,7 +14,6 @@ from portal.billing import states
 from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.gateways.base import (
-    REQUIRES_PAYMENT_METHOD,
     GatewayError,
 )
 from portal.models import Invoice, Payment
@@ -27,7 +26,7 @@ from portal.services.payments.attempts import (
     refuse_unpayable,
     still_payable,
 )
-from portal.services.payments.outcomes import apply_intent
+from portal.services.payments.outcomes import apply_intent, refresh_from_gateway
 
 GUEST = Actor("guest", None, "payer")
 
@@ -175,14 +174,7 @@ def payment_outcome(invoice_id: int, intent_id: str | None = None) -> dict:
                                                           Payment.invoice_id == invoice_id))
         if payment is None:
             raise NotFound("No such payment for this invoice.")
-        try:
-            intent = get_gateway().retrieve_intent(intent_id)
-        except GatewayError:
-            intent = None  # the webhook or the reconciliation will bring the news
-        already_told = (intent is not None and intent.status == REQUIRES_PAYMENT_METHOD
-                        and payment.failure_code == intent.error_code)
-        if intent is not None and not already_told:  # a reload does not send a second failure notice
-            payment = apply_intent(intent)
+        payment = refresh_from_gateway(payment)
     else:
         payment = db.session.scalar(select(Payment).where(Payment.invoice_id == invoice_id,
                                                           Payment.gateway.is_not(None))

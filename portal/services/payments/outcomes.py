@@ -9,7 +9,9 @@ from sqlalchemy import select
 
 from portal import clock
 from portal.extensions import db
+from portal.gateways import get_gateway
 from portal.gateways.base import (
+    GatewayError,
     CANCELED,
     PROCESSING,
     REQUIRES_PAYMENT_METHOD,
@@ -122,3 +124,17 @@ def _late_excess(payment: Payment, invoices: list[Invoice], actor: Actor, busine
                      f"{excess} arrived for {numbers} ({invoices[0].client.name}) after it was already "
                      f"settled. It was added to the client's credit balance (setting: keep late payments "
                      f"as credit).")
+
+
+def refresh_from_gateway(payment: Payment) -> Payment:
+    """Where the payer comes back from the gateway (Stripe's return page): bring the payment up to
+    date from its intent's current state. If the gateway can't be reached, the webhook or the
+    reconciliation brings the news; a decline already told is not applied again (a reload sends no
+    second failure notice)."""
+    try:
+        intent = get_gateway().retrieve_intent(payment.gateway_intent_id)
+    except GatewayError:
+        return payment
+    if intent.status == REQUIRES_PAYMENT_METHOD and payment.failure_code == intent.error_code:
+        return payment
+    return apply_intent(intent)

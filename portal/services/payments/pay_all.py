@@ -13,7 +13,6 @@ from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.gateways.base import (
     OPEN_STATUSES,
-    REQUIRES_PAYMENT_METHOD,
     GatewayError,
     Intent,
 )
@@ -27,7 +26,7 @@ from portal.services.payments.checkout import (
     payment_state,
     typed_number,
 )
-from portal.services.payments.outcomes import apply_intent
+from portal.services.payments.outcomes import apply_intent, refresh_from_gateway
 
 log = logging.getLogger(__name__)
 
@@ -251,12 +250,5 @@ def pay_all_outcome(client_id: int, intent_id: str) -> dict:
                                                       Payment.invoice_id.is_(None)))
     if payment is None:
         raise NotFound("No such payment.")
-    try:
-        intent = get_gateway().retrieve_intent(intent_id)
-    except GatewayError:
-        intent = None  # the webhook or the reconciliation will bring the news
-    already_told = (intent is not None and intent.status == REQUIRES_PAYMENT_METHOD
-                    and payment.failure_code == intent.error_code)
-    if intent is not None and not already_told:
-        payment = apply_intent(intent)
+    payment = refresh_from_gateway(payment)
     return {"state": payment_state(payment), "payment": payment}
