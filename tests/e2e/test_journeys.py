@@ -120,6 +120,7 @@ def test_staff_portal_link_signs_contact_in_from_a_fresh_browser(page, problems,
     page.goto("/staff/clients")
     page.get_by_role("link", name="Acme Robotics Ltd").click()
     expect(page).to_have_url(re.compile(rf"/staff/clients/{client.id}$"))
+    page.wait_for_load_state("load")  # htmx (a deferred script) has taken over the page's forms
     page.evaluate("window.__noReload = 'still here'")
 
     page.get_by_role("button", name="Portal link").click()
