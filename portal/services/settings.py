@@ -269,14 +269,14 @@ def update_client_billing(client_id: int, values: dict, actor: Actor):
         errors["autopay"] = ("Autopay needs a default saved payment method. "
                              "This client has none yet: a contact can add one in the portal.")
     if timing is not None and timing not in AUTOPAY_TIMINGS:
-        errors["autopay_timing"] = "Choose when autopay charges."
+        errors["autopay_timing"] = "Not a valid choice."
     if timing == "days_before_due":
         if not _whole(days, *AUTOPAY_DAYS):
             errors["autopay_days_before"] = "Use a number of days between 1 and 60."
     else:
         days = None
     if credit is not None and not isinstance(credit, bool):
-        errors["auto_apply_credit"] = "Choose the business default, on or off."
+        errors["auto_apply_credit"] = "Not a valid choice."
     if errors:
         rollback()
         error = ServiceError("The billing settings could not be saved.")

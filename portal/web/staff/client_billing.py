@@ -18,18 +18,19 @@ CREDIT_CHOICES = {"default": None, "on": True, "off": False}
 
 
 class ClientBillingForm(FlaskForm):
-    """Renders and reads; ``settings.update_client_billing`` checks the values. The two choices are
-    checked against their options here: they are what the service's values are made from."""
+    """Renders and reads; ``settings.update_client_billing`` checks every value (the choices too:
+    an option the page never offered reaches the service as typed and is refused there)."""
 
     autopay = BooleanField("Autopay: charge the default saved payment method")
-    autopay_timing = SelectField("When autopay charges", default="", choices=[
+    autopay_timing = SelectField("When autopay charges", default="", validate_choice=False, choices=[
         SelectChoice("", "Business default"),
         *[SelectChoice(key, label) for key, label in settings_service.AUTOPAY_TIMINGS.items()],
     ])
     autopay_days_before = WholeNumberField("Days before the due date",
                                            render_kw={"min": settings_service.AUTOPAY_DAYS[0],
                                                       "max": settings_service.AUTOPAY_DAYS[1]})
-    auto_apply_credit = SelectField("Apply credit balance to new invoices", default="default", choices=[
+    auto_apply_credit = SelectField("Apply credit balance to new invoices", default="default", validate_choice=False,
+                                    choices=[
         SelectChoice("default", "Business default"), SelectChoice("on", "Yes, automatically"),
         SelectChoice("off", "No, only when staff apply it"),
     ])
@@ -63,7 +64,7 @@ def client_billing_settings(client_id: int):
             "autopay": form.autopay.data,
             "autopay_timing": form.autopay_timing.data or None,
             "autopay_days_before": form.autopay_days_before.data,
-            "auto_apply_credit": CREDIT_CHOICES[form.auto_apply_credit.data],
+            "auto_apply_credit": CREDIT_CHOICES.get(form.auto_apply_credit.data, form.auto_apply_credit.data),
         }
         try:
             settings_service.update_client_billing(client_id, values, Actor.of(current_user))
