@@ -4,15 +4,15 @@ Every session action is scoped to the signed-in user: another user's session id 
 """
 from __future__ import annotations
 
-from flask import abort, flash, redirect, url_for
+from flask import flash, redirect, url_for
 from flask_login import current_user, login_user
 
 from portal.services import auth as auth_service
 from portal.services import sessions as session_service
-from portal.services.errors import NotFound, ServiceError
+from portal.services.errors import ServiceError
 from portal.web import current_session_id
 from portal.web.forms import ChangePasswordForm
-from portal.web.sign_out import sign_out_this_browser
+from portal.web.sign_out import end_other_sessions, end_session
 from portal.web.rendering import render
 from portal.web.staff import bp
 
@@ -49,18 +49,9 @@ def profile_password():
 
 @bp.post("/profile/sessions/<int:session_id>/end")
 def profile_session_end(session_id: int):
-    if session_id == current_session_id():
-        return sign_out_this_browser("staff")
-    try:
-        session_service.sign_out(current_user._get_current_object(), session_id)
-    except NotFound:
-        abort(404)
-    flash("That session is signed out.", "success")
-    return redirect(url_for("staff.profile"), code=303)
+    return end_session("staff", session_id, back="staff.profile")
 
 
 @bp.post("/profile/sessions/end-others")
 def profile_sessions_end_others():
-    ended = session_service.sign_out_others(current_user._get_current_object(), current_session_id())
-    flash(f"Signed out {ended} other session{'s' if ended != 1 else ''}.", "success")
-    return redirect(url_for("staff.profile"), code=303)
+    return end_other_sessions(back="staff.profile")
