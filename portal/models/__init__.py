@@ -7,9 +7,19 @@ from portal.models.payments import Payment, PaymentAllocation, PaymentMethod, Re
 from portal.models.people import AuthToken, Client, Contact, StaffUser
 from portal.models.sessions import UserSession
 from portal.models.settings import Business, EmailTemplate
+from portal.models.subscriptions import (
+    BillingRun,
+    ClientCycle,
+    Plan,
+    Subscription,
+    SubscriptionCharge,
+    SubscriptionItem,
+    SubscriptionPeriod,
+)
 
 __all__ = [
-    "AuthToken", "Business", "Charge", "Client", "Contact", "CreditEntry", "CreditNote", "Delivery", "EmailTemplate", "Event", "Invoice",
+    "AuthToken", "BillingRun", "Business", "ClientCycle", "Plan", "Subscription", "SubscriptionCharge",
+    "SubscriptionItem", "SubscriptionPeriod", "Charge", "Client", "Contact", "CreditEntry", "CreditNote", "Delivery", "EmailTemplate", "Event", "Invoice",
     "InvoiceLine", "InvoiceToken", "Payment", "PaymentAllocation", "PaymentMethod", "Refund", "Service", "StaffUser", "TaxRate", "UserSession",
     "WebhookEvent",
 ]

@@ -6,7 +6,7 @@ makes it (a service, a script, the ORM directly).
 """
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -68,6 +68,9 @@ class Invoice(db.Model):
     # Autopay: the day the client's default saved method is charged (set at finalize), and the attempt.
     autopay_on: Mapped[date | None] = mapped_column(Date)
     autopay_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Recurring billing: the subscription whose cycle made this invoice (R1).
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscription.id", ondelete="SET NULL"),
+                                                        index=True)
 
     client = relationship("Client")
     lines: Mapped[list["InvoiceLine"]] = relationship(
@@ -124,8 +127,18 @@ class InvoiceLine(db.Model):
     net: Mapped[int] = mapped_column(Money, default=0)
     tax_amount: Mapped[int] = mapped_column(Money, default=0)
     total: Mapped[int] = mapped_column(Money, default=0)
+    # A recurring line's service period (inclusive days), shown as "1 Jul – 31 Jul 2027".
+    period_start: Mapped[date | None] = mapped_column(Date)
+    period_end: Mapped[date | None] = mapped_column(Date)
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+    @property
+    def period_label(self) -> str | None:
+        if self.period_start is None or self.period_end is None:
+            return None
+        from portal.billing.cycles import Period
+        return Period(0, self.period_start, self.period_end + timedelta(days=1)).label()
 
 
 class InvoiceToken(db.Model):

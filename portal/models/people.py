@@ -3,10 +3,10 @@ single-use tokens that sign them in or let them set a password."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import date, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, false
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal import clock
@@ -79,6 +79,14 @@ class Client(db.Model):
     # Far behind on payments (settings: restrict_overdue_days). Read by other systems.
     access_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Billing cycle (seed 002): "none" or "monthly" (open charges gather into one invoice on
+    # ``billing_day``, 1–31, clamped to the month); ``next_cycle_on`` is the next such day.
+    billing_cycle: Mapped[str] = mapped_column(String(10), default="none", server_default="none")
+    billing_day: Mapped[int | None] = mapped_column()
+    next_cycle_on: Mapped[date | None] = mapped_column(Date, index=True)
+    # Extra charges (seed 003): "manual" (staff draft invoices), "immediate" (each charge is invoiced
+    # at once) or "next_cycle" (charges wait for the next cycle's invoice).
+    charges_billing: Mapped[str] = mapped_column(String(12), default="manual", server_default="manual")
 
     contacts: Mapped[list["Contact"]] = relationship(
         back_populates="client", order_by="Contact.id", cascade="all, delete-orphan"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, LargeBinary, String, Text, true
+from sqlalchemy import JSON, Boolean, LargeBinary, String, Text, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal import clock
@@ -56,6 +56,12 @@ class Business(db.Model):
     restrict_overdue_days: Mapped[int | None] = mapped_column()  # None: never restrict
     restrict_actions: Mapped[list[str] | None] = mapped_column(JSON)
     card_expiry_notice_days: Mapped[int] = mapped_column(default=30, server_default="30")
+    # Recurring billing (R1): leave cycle invoices as drafts for review instead of sending them;
+    # the upcoming-invoice notice N days before each cycle's invoice (None: off); whether clients may
+    # cancel their subscriptions (at period end) in the portal.
+    review_recurring_invoices: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    upcoming_notice_days: Mapped[int | None] = mapped_column(default=7, server_default="7")
+    clients_cancel_subscriptions: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     @property
