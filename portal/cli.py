@@ -61,6 +61,63 @@ def tick(at: str | None) -> None:
     click.echo("tick: " + ", ".join(f"{name}={count}" for name, count in result.items()))
 
 
+@portal_cli.command("bill")
+@click.option("--at", "at", default=None, help="Bill as of this ISO 8601 time (default: now). Naive = UTC.")
+@click.option("--queue", "use_queue", is_flag=True,
+              help="Hand the batches to the RQ workers and follow their progress (default: bill here).")
+def bill(at: str | None, use_queue: bool) -> None:
+    """Run recurring billing now: every subscription with a period due (as of --at), each period once."""
+    import time
+
+    from portal import clock
+    from portal.services import subscriptions
+
+    moment = clock.now()
+    if at:
+        try:
+            moment = clock.as_utc(datetime.fromisoformat(at))
+        except ValueError as exc:
+            raise click.BadParameter(f"not an ISO 8601 time: {at!r}", param_hint="--at") from exc
+    started = time.monotonic()
+    with clock.not_before(moment):
+        if use_queue:
+            handed = subscriptions.enqueue_run(moment, "cli")
+            run = subscriptions.running()
+            if not handed or run is None:
+                click.echo("bill: nothing due")
+                return
+            with click.progressbar(length=run.total, label=f"Billing run {run.id}") as bar:
+                done = 0
+                while True:
+                    from portal.extensions import db
+
+                    db.session.expire_all()
+                    run = subscriptions.get_run(run.id)
+                    bar.update(run.processed - done)
+                    done = run.processed
+                    if run.status != "running":
+                        break
+                    db.session.rollback()
+                    time.sleep(0.5)
+            totals = {"processed": run.processed, "invoices": run.invoices, "caught_up": run.caught_up,
+                      "errors": run.errors}
+        else:
+            run, due = subscriptions.start_run(moment, "cli")
+            if run is None:
+                click.echo("bill: nothing due")
+                return
+            totals = {"processed": 0, "invoices": 0, "caught_up": 0, "errors": 0}
+            with click.progressbar(subscriptions.batches(due), label=f"Billing run {run.id}",
+                                   item_show_func=lambda b: f"{totals['invoices']} invoices" if b else None) as bar:
+                for batch in bar:
+                    done = subscriptions.bill_batch(run.id, [s for s, _ in batch], moment)
+                    for key in totals:
+                        totals[key] += done[key]
+    seconds = time.monotonic() - started
+    click.echo(f"bill: run {run.id}: {totals['processed']} subscriptions, {totals['invoices']} invoices "
+               f"({totals['caught_up']} caught up), {totals['errors']} errors in {seconds:.1f} s")
+
+
 @portal_cli.command("reset-link")
 @click.argument("email")
 def reset_link(email: str) -> None:

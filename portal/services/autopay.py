@@ -32,7 +32,7 @@ from portal.billing import states
 from portal.extensions import db
 from portal.gateways import get_gateway
 from portal.gateways.base import GatewayError
-from portal.models import Invoice, Payment
+from portal.models import Invoice, Payment, Subscription
 from portal.queues import enqueue_job
 from portal.services import locks
 from portal.services.errors import ServiceError
@@ -69,19 +69,40 @@ def autopay_date(timing: str, days_before: int | None, issue_date: date, due_dat
     return issue_date
 
 
+def autopay_rules(invoice: Invoice) -> tuple[bool, str, int | None]:
+    """(on?, timing, days before due) for an invoice: the business's default, overridden by the
+    client's, overridden by the subscription's for an invoice a subscription's cycle made (seed 001)."""
+    client = invoice.client
+    business = get_business()
+    enabled = bool(client.autopay)
+    timing = business.autopay_timing
+    days = business.autopay_days_before
+    layers = [client]
+    if invoice.subscription_id is not None:
+        subscription = db.session.get(Subscription, invoice.subscription_id)
+        if subscription is not None:
+            layers.append(subscription)
+            if subscription.autopay is not None:
+                enabled = subscription.autopay
+    for layer in layers:
+        if layer.autopay_timing:
+            timing = layer.autopay_timing
+            if timing == "days_before_due" and layer.autopay_days_before is not None:
+                days = layer.autopay_days_before
+    return enabled, timing, days
+
+
 def schedule(invoice: Invoice, actor: Actor) -> None:
     """Called in finalize's transaction: set ``invoice.autopay_on`` when the client has autopay and
     a default saved method that can pay it. No commit."""
     client = invoice.client
-    if not client.autopay or invoice.status not in states.PAYABLE or invoice.amount_due <= 0:
+    enabled, timing, days = autopay_rules(invoice)
+    if not enabled or invoice.status not in states.PAYABLE or invoice.amount_due <= 0:
         return
     method = usable_method(client.id, invoice.currency)
     if method is None:
         return
     business = get_business()
-    timing = client.autopay_timing or business.autopay_timing
-    days = (client.autopay_days_before if client.autopay_timing == "days_before_due"
-            and client.autopay_days_before is not None else business.autopay_days_before)
     today = clock.today(business.timezone)
     issued = invoice.issue_date or today
     invoice.autopay_on = autopay_date(timing, days, issued, invoice.due_date)
@@ -208,9 +229,10 @@ def _autopay_one(invoice_id: int, at: datetime, today: date) -> int:
         return 0
     invoice = locks.invoice(invoice_id)
     client = invoice.client
-    method = usable_method(client.id, invoice.currency) if client.autopay else None
+    enabled = autopay_rules(invoice)[0]
+    method = usable_method(client.id, invoice.currency) if enabled else None
     if method is None:
-        reason = "autopay was turned off" if not client.autopay else "no saved payment method can pay it"
+        reason = "autopay was turned off" if not enabled else "no saved payment method can pay it"
         invoice.autopay_on = None
         invoice.autopay_attempted_at = None
         record_event("invoice.autopay_skipped", "invoice", invoice.id, AUTOPAY, data={"reason": reason})
@@ -271,14 +293,14 @@ def invoice_panel(invoice: Invoice) -> dict | None:
         "method": method, "label": method_label(method) if method is not None else None,
         "fits": method_fits(method, invoice.currency), "payable": payable,
         "can_attempt": payable and method_fits(method, invoice.currency) and in_flight is None,
-        "processing": in_flight is not None, "client_autopay": invoice.client.autopay,
+        "processing": in_flight is not None, "client_autopay": autopay_rules(invoice)[0],
         "autopay_on": invoice.autopay_on, "autopay_attempted_at": invoice.autopay_attempted_at,
     }
 
 
 def portal_note(invoice: Invoice) -> dict | None:
     """For the client's invoice page: "will be charged to VISA •••• 4242 on <date>" (None: nothing to say)."""
-    if (invoice.autopay_on is None or invoice.autopay_attempted_at is not None or not invoice.client.autopay
+    if (invoice.autopay_on is None or invoice.autopay_attempted_at is not None or not autopay_rules(invoice)[0]
             or invoice.status not in states.PAYABLE or invoice.amount_due <= 0):
         return None
     method = usable_method(invoice.client_id, invoice.currency)

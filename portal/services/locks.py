@@ -1,6 +1,6 @@
 """Row locks, in the one order every money path takes them.
 
-The order: invoices (ascending id) → payment rows → client → business (numbering). A path that needs
+The order: subscription → invoices (ascending id) → payment rows → client → business (numbering). A path that needs
 several takes them in that order, and never takes an earlier kind after a later one, so two paths
 cannot deadlock. Each lock re-reads the row (``populate_existing``): a row already in the session
 shows what the previous lock holder committed.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Business, Client, Invoice, Payment
+from portal.models import Business, Client, Invoice, Payment, Subscription
 from portal.services.errors import NotFound
 
 
@@ -50,3 +50,11 @@ def client(client_id: int) -> Client:
 
 def business() -> Business | None:
     return db.session.scalar(for_update(select(Business).order_by(Business.id).limit(1)))
+
+
+def subscription(subscription_id: int) -> Subscription:
+    """Billing a period and every change to a subscription take this first, before any invoice."""
+    found = db.session.scalar(for_update(select(Subscription).where(Subscription.id == subscription_id)))
+    if found is None:
+        raise NotFound("No such subscription.")
+    return found

@@ -24,12 +24,14 @@ from portal.services import (
     payment_methods,
     payments,
     restrictions,
+    subscriptions,
 )
 
 Step = Callable[[datetime], int]
 STEPS: list[tuple[str, Step]] = [
     ("overdue", invoices.mark_overdue),
     ("restrictions", restrictions.refresh),
+    ("subscriptions", subscriptions.tick_step),
     ("autopay", autopay.enqueue_due),
     ("payments", payments.reconcile),
     ("expiring_cards", payment_methods.enqueue_expiring),

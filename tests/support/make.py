@@ -237,3 +237,32 @@ def guest_link(invoice_row) -> str:
     db.session.commit()
     return f"/pay/{raw}"
 
+
+
+# Recurring billing ----------------------------------------------------------------------------------
+
+def plan(name="Studio membership", unit_price="100.00", currency="EUR", unit="month", interval=1, tax_rate=None,
+         setup_fee="", trial_days=0, self_serve=False, **values):
+    """A plan (through ``subscriptions.create_plan``)."""
+    from portal.services.subscriptions import create_plan
+
+    typed = {"name": name, "unit_price": _typed(unit_price, currency), "currency": currency, "unit": unit,
+             "interval": str(interval), "tax_rate_id": _rate_id(tax_rate),
+             "setup_fee": _typed(setup_fee, currency) if setup_fee != "" else "", "trial_days": str(trial_days),
+             "self_serve": "y" if self_serve else "", **values}
+    return create_plan(typed, STAFF)
+
+
+def subscription(client_row, plans=None, *, start=None, quantity="1", first_invoice="auto", backlog="bill",
+                 **values):
+    """A subscription of ``client_row`` to ``plans`` (a plan, or a list of (plan, quantity)), starting
+    ``start`` (a date; default today in the business's timezone)."""
+    from portal.services.subscriptions import create_subscription
+
+    if plans is None:
+        plans = plan(currency=client_row.currency or "EUR")
+    pairs = plans if isinstance(plans, list) else [(plans, quantity)]
+    typed = {"items": [{"plan_id": str(p.id), "quantity": str(q)} for p, q in pairs],
+             "start_date": start.isoformat() if start else "", "first_invoice": first_invoice, "backlog": backlog,
+             **{k: str(v) if v is not None else "" for k, v in values.items()}}
+    return create_subscription(client_row, typed, STAFF)

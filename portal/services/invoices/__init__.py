@@ -34,7 +34,10 @@ from portal.services.invoices.drafts import (
     parse_draft,
     preview,
     save_draft,
+    defaults,
+    recompute,
     services_catalogue,
+    tax_columns,
 )
 from portal.services.invoices.finalize import finalize
 from portal.services.invoices.lifecycle import mark_overdue, replace, void
@@ -60,5 +63,5 @@ __all__ = [
     "client_invoices", "create_draft", "delete_draft", "document", "email_variables", "finalize", "get_invoice",
     "invoice_for_token", "issue_guest_token", "line_summary", "make_ready", "mark_overdue", "mark_paid",
     "parse_draft", "preview", "record_manual_payment", "related", "replace", "revoke_guest_tokens", "save_draft",
-    "send", "services_catalogue", "status_totals", "void",
+    "send", "services_catalogue", "status_totals", "void", "defaults", "recompute", "tax_columns",
 ]

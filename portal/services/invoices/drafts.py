@@ -205,7 +205,7 @@ def create_draft(client: Client, actor: Actor, charge_ids: list[int] | None = No
             invoice.lines.append(InvoiceLine(
                 position=position, description=charge.description, quantity=charge.quantity,
                 unit_price=charge.unit_price, service_id=charge.service_id, charge_id=charge.id,
-                **_tax_columns(charge.tax_rate),
+                **tax_columns(charge.tax_rate),
             ))
             charge.status = "drafted"
             charge.invoice_id = invoice.id
@@ -216,7 +216,7 @@ def create_draft(client: Client, actor: Actor, charge_ids: list[int] | None = No
     return invoice
 
 
-def _tax_columns(rate: TaxRate | None) -> dict:
+def tax_columns(rate: TaxRate | None) -> dict:
     if rate is None:
         return {"tax_rate_id": None, "tax_name": None, "tax_percent": None, "tax_inclusive": False}
     return {"tax_rate_id": rate.id, "tax_name": rate.name, "tax_percent": rate.percent,
@@ -292,7 +292,7 @@ def save_draft(invoice: Invoice, data: DraftInput, actor: Actor) -> Invoice:
             position=position, description=parsed.description, quantity=parsed.quantity,
             unit_price=parsed.unit_price, service_id=parsed.service_id,
             charge_id=parsed.charge_id if parsed.charge_id in kept_charges else None,
-            **_discount_columns(parsed.discount), **_tax_columns(parsed.tax_rate),
+            **_discount_columns(parsed.discount), **tax_columns(parsed.tax_rate),
         ))
     recompute(invoice)
     record_event("invoice.draft_saved", "invoice", invoice.id, actor,

@@ -16,7 +16,7 @@ from portal.services.links import external_url
 from portal.services.settings import get_business
 
 
-def send(invoice: Invoice, actor: Actor) -> list[str]:
+def send(invoice: Invoice, actor: Actor, commit_now: bool = True) -> list[str]:
     """Finalize if needed, then email every billing contact the pay link and the PDF.
 
     One transaction: the finalization, the new guest link, one delivery per
@@ -45,7 +45,8 @@ def send(invoice: Invoice, actor: Actor) -> list[str]:
             attachments=[{"type": "invoice_pdf", "invoice_id": invoice.id}],
         )
     invoice.sent_at = clock.now()
-    commit()
+    if commit_now:
+        commit()
     return [c.email for c in recipients]
 
 

@@ -47,7 +47,7 @@ from portal.services.payments.history import (
     receipt,
     receipt_pdf,
 )
-from portal.services.payments.notices import BANK_METHODS, notify_failure, receipt_lines
+from portal.services.payments.notices import BANK_METHODS, email_owners, notify_failure, receipt_lines
 from portal.services.payments.outcomes import GATEWAY, apply_intent
 from portal.services.payments.pay_all import (
     busy_invoice_ids,
@@ -86,7 +86,7 @@ __all__ = [
     "PORTAL_HISTORY_PAGE_SIZE", "RECEIPT_STATUSES", "RECONCILE_AFTER", "apply_intent", "busy_invoice_ids",
     "cancel_stale", "cancel_stale_payment", "checkout_options", "clear_the_way", "client_payment_history", "client_receipt",
     "confirm_in_sandbox", "due_work", "guest_pay", "handle_webhook", "invoice_payments", "live_attempts", "lock_succeeded_payment",
-    "luhn_ok", "money_on_its_way", "notify_failure", "pay_all", "pay_all_outcome", "pay_all_page", "pay_all_saved",
+    "luhn_ok", "money_on_its_way", "notify_failure", "email_owners", "pay_all", "pay_all_outcome", "pay_all_page", "pay_all_saved",
     "pay_all_summary", "pay_in_sandbox", "payable_invoices", "payment_outcome", "payment_state", "receipt",
     "receipt_lines", "receipt_pdf", "recheck", "reconcile", "reconcile_payment", "refund", "refund_excess",
     "refund_invoice_payment", "refund_money", "refundable", "refuse_unpayable", "stale_candidates", "start_pay_all",

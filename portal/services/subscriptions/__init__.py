@@ -1,0 +1,69 @@
+"""Recurring billing. Modules, by purpose:
+
+- ``plans``: the catalogue's plans (a service priced per cycle), their public checkout key;
+- ``schedule``: when and what a subscription bills (periods, invoice days, a period's lines, the
+  12-period preview), the one place the run and the pages ask;
+- ``billing``: billing one subscription's due periods exactly once, in order (catch-up), the hold
+  after a failed automatic charge;
+- ``runs``: billing runs (the tick's step, ``flask portal bill``, the batches the workers share);
+- ``manage``: starting, changing, pausing, resuming and cancelling subscriptions, their settings.
+
+The names below are the package's public surface.
+"""
+from portal.services.subscriptions.billing import Outcome, bill_subscription
+from portal.services.subscriptions.manage import (
+    AUTOPAY_CHOICES,
+    MAX_QUANTITY,
+    TIMINGS,
+    SubscriptionInvalid,
+    cancel,
+    change_items,
+    client_currency,
+    create_subscription,
+    current_period,
+    get_subscription,
+    invoice_first_period,
+    keep,
+    new_subscription_defaults,
+    pause,
+    proration,
+    resume,
+    update_settings,
+)
+from portal.services.subscriptions.plans import (
+    UNIT_CHOICES,
+    PlanInvalid,
+    create_plan,
+    cycle_label,
+    get_plan,
+    list_plans,
+    new_plan_defaults,
+    plan_by_key,
+    plan_form_values,
+    set_plan_active,
+    update_plan,
+)
+from portal.services.subscriptions.runs import (
+    BATCH_SIZE,
+    batches,
+    bill_batch,
+    due_ids,
+    enqueue_run,
+    get_run,
+    list_runs,
+    progress,
+    running,
+    start_run,
+    tick_step,
+)
+from portal.services.subscriptions.schedule import invoice_date, lines_for, period, preview
+
+__all__ = [
+    "AUTOPAY_CHOICES", "MAX_QUANTITY", "TIMINGS", "SubscriptionInvalid", "cancel", "change_items", "client_currency",
+    "create_subscription", "current_period", "get_subscription", "invoice_first_period", "keep",
+    "new_subscription_defaults", "pause", "proration", "resume", "update_settings",
+    "BATCH_SIZE", "UNIT_CHOICES", "Outcome", "PlanInvalid", "batches", "bill_batch", "bill_subscription",
+    "create_plan", "cycle_label", "due_ids", "enqueue_run", "get_plan", "get_run", "invoice_date", "lines_for",
+    "list_plans", "list_runs", "new_plan_defaults", "period", "plan_by_key", "plan_form_values", "preview",
+    "progress", "running", "set_plan_active", "start_run", "tick_step", "update_plan",
+]

@@ -1,0 +1,204 @@
+"""Billing runs: the tick's ``subscriptions`` step, ``flask portal bill``, and the "Billing runs" page.
+
+A run finds every subscription with a period to bill as of a moment (next invoice day ≤ today in the
+business's timezone, or a past-due one whose held invoice is settled), writes a ``billing_run`` row,
+and bills them in batches of ``BATCH_SIZE``: handed to RQ (``jobs.subscriptions.bill_batch``, job id
+derived from the batch's subscriptions and periods, so several workers share one run and a repeated
+hand-over is not queued twice), or in this process (``flask portal bill``). Each batch adds its
+counts to the run's row with one UPDATE; the last one marks it done. A run that stops reporting for
+``STALE_AFTER`` (a killed worker) is marked interrupted, and the next tick starts a new run, which
+bills only what is still due: the periods are the record, not the run.
+
+The step also ends subscriptions whose term is over, and marks past due those whose cycle
+invoice's automatic charge failed (when the charge ran outside a run: the tick's autopay step).
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+
+from portal import clock
+from portal.billing import states
+from portal.extensions import db
+from portal.models import BillingRun, Invoice, Payment, Subscription
+from portal.queues import enqueue_job
+from portal.services import locks
+from portal.services.events import commit, rollback
+from portal.services.paging import Page
+from portal.services.subscriptions.billing import (
+    ACTIVE,
+    HELD,
+    bill_subscription,
+    finish,
+    held_by_failure,
+    today_at,
+)
+
+BATCH_SIZE = 100
+STALE_AFTER = timedelta(minutes=10)
+MAX_PER_RUN = 500_000
+RUNS_PAGE_SIZE = 25
+
+
+def due_ids(at: datetime, limit: int = MAX_PER_RUN) -> list[tuple[int, int]]:
+    """(subscription id, next period) of every subscription with something to bill as of ``at``."""
+    today = today_at(at)
+    held = Invoice.__table__.alias("held")
+    settled = or_(held.c.id.is_(None), held.c.status.not_in(states.PAYABLE), held.c.amount_due <= 0)
+    query = (select(Subscription.id, Subscription.next_period)
+             .outerjoin(held, held.c.id == Subscription.held_invoice_id)
+             .where(Subscription.next_invoice_on <= today,
+                    or_(Subscription.status.in_(ACTIVE), and_(Subscription.status.in_(HELD), settled)))
+             .order_by(Subscription.id).limit(limit))
+    return [(row[0], row[1]) for row in db.session.execute(query)]
+
+
+def batch_job_id(batch: list[tuple[int, int]]) -> str:
+    """``bill-<first sub>_<period>-<last sub>_<period>-<n>-<digest>``: the same subscriptions at the
+    same periods make the same id (a second hand-over of that batch is not queued twice)."""
+    digest = hashlib.sha1(",".join(f"{s}.{n}" for s, n in batch).encode()).hexdigest()[:12]
+    (first, fn), (last, ln) = batch[0], batch[-1]
+    return f"bill-{first}_{fn}-{last}_{ln}-{len(batch)}-{digest}"
+
+
+def _interrupt_stale(now: datetime) -> None:
+    db.session.execute(update(BillingRun).where(
+        BillingRun.status == "running",
+        func.coalesce(BillingRun.heartbeat_at, BillingRun.started_at) < now - STALE_AFTER,
+    ).values(status="interrupted", finished_at=now).execution_options(synchronize_session=False))
+
+
+def running() -> BillingRun | None:
+    return db.session.scalar(select(BillingRun).where(BillingRun.status == "running")
+                             .order_by(BillingRun.id.desc()).limit(1))
+
+
+def start_run(at: datetime, trigger: str, *, only_if_idle: bool = False) -> tuple[BillingRun | None, list]:
+    """Write a run for what is due as of ``at``; (None, []) when nothing is due (or, with
+    ``only_if_idle``, while another run is still going)."""
+    now = clock.now()
+    _interrupt_stale(now)
+    commit()
+    if only_if_idle and running() is not None:
+        rollback()
+        return None, []
+    due = due_ids(at)
+    if not due:
+        rollback()
+        return None, []
+    run = BillingRun(trigger=trigger, as_of=clock.as_utc(at), status="running", total=len(due), started_at=now,
+                     heartbeat_at=now)
+    db.session.add(run)
+    commit()
+    return run, due
+
+
+def batches(due: list, size: int = BATCH_SIZE) -> list[list[tuple[int, int]]]:
+    return [due[i:i + size] for i in range(0, len(due), size)]
+
+
+def enqueue_run(at: datetime, trigger: str = "tick") -> int:
+    """Start a run and hand its batches to RQ. Returns how many subscriptions were handed over."""
+    run, due = start_run(at, trigger, only_if_idle=trigger == "tick")
+    if run is None:
+        return 0
+    handed = 0
+    for batch in batches(due):
+        if enqueue_job("portal.jobs.subscriptions.bill_batch", run.id, [s for s, _ in batch],
+                       clock.as_utc(at).isoformat(), job_id=batch_job_id(batch)):
+            handed += len(batch)
+    return handed
+
+
+def bill_batch(run_id: int | None, subscription_ids: list[int], at: datetime) -> dict:
+    """Bill a batch (the job, or ``flask portal bill`` in-process); add its counts to the run."""
+    totals = {"processed": 0, "invoices": 0, "caught_up": 0, "errors": 0}
+    for subscription_id in subscription_ids:
+        outcome = bill_subscription(subscription_id, at, run_id)
+        totals["processed"] += 1
+        totals["invoices"] += outcome.invoices
+        totals["caught_up"] += outcome.caught_up
+        totals["errors"] += 1 if outcome.error else 0
+    if run_id is not None:
+        record_progress(run_id, totals)
+    return totals
+
+
+def record_progress(run_id: int, totals: dict) -> None:
+    now = clock.now()
+    db.session.execute(update(BillingRun).where(BillingRun.id == run_id).values(
+        processed=BillingRun.processed + totals["processed"], invoices=BillingRun.invoices + totals["invoices"],
+        caught_up=BillingRun.caught_up + totals["caught_up"], errors=BillingRun.errors + totals["errors"],
+        heartbeat_at=now).execution_options(synchronize_session=False))
+    db.session.execute(update(BillingRun).where(
+        BillingRun.id == run_id, BillingRun.status.in_(("running", "interrupted")),
+        BillingRun.processed >= BillingRun.total,
+    ).values(status="done", finished_at=now).execution_options(synchronize_session=False))
+    commit()
+
+
+# The tick's step --------------------------------------------------------------------------------
+
+def tick_step(at: datetime) -> int:
+    """End what is over, mark past due what failed, then start a run if anything is due and no run
+    is going. Returns how many subscriptions were handed to the workers."""
+    end_terms(at)
+    flag_failures(at)
+    return enqueue_run(at, "tick")
+
+
+def end_terms(at: datetime) -> int:
+    today = today_at(at)
+    ids = db.session.scalars(select(Subscription.id).where(
+        Subscription.ends_on <= today, Subscription.status.in_(ACTIVE + HELD + ("paused",)))
+        .order_by(Subscription.id).limit(5000)).all()
+    for subscription_id in ids:
+        sub = locks.subscription(subscription_id)
+        if sub.ends_on is not None and sub.ends_on <= today and sub.status in ACTIVE + HELD + ("paused",):
+            finish(sub, today)
+        commit()
+    rollback()
+    return len(ids)
+
+
+def flag_failures(at: datetime) -> int:
+    """Active subscriptions whose latest cycle invoice's automatic charge failed → past due."""
+    failed = (select(Invoice.subscription_id)
+              .join(Subscription, Subscription.id == Invoice.subscription_id)
+              .where(Subscription.status.in_(ACTIVE), Invoice.status.in_(states.PAYABLE), Invoice.amount_due > 0,
+                     Invoice.autopay_attempted_at.is_not(None),
+                     ~select(Payment.id).where(Payment.invoice_id == Invoice.id,
+                                               Payment.status.in_(("pending", "processing"))).exists())
+              .distinct().limit(5000))
+    ids = db.session.scalars(failed).all()
+    marked = 0
+    for subscription_id in ids:
+        sub = locks.subscription(subscription_id)
+        if sub.status in ACTIVE and held_by_failure(sub):
+            marked += 1
+        commit()
+    rollback()
+    return marked
+
+
+# What staff see ---------------------------------------------------------------------------------
+
+def list_runs(page: int = 1) -> Page:
+    """Newest first. The total is the newest run's id (ids only grow): no count over the table."""
+    newest = db.session.scalar(select(func.max(BillingRun.id))) or 0
+    rows = db.session.scalars(select(BillingRun).order_by(BillingRun.id.desc())
+                              .offset((page - 1) * RUNS_PAGE_SIZE).limit(RUNS_PAGE_SIZE)).all()
+    return Page(list(rows), page, RUNS_PAGE_SIZE, newest)
+
+
+def get_run(run_id: int) -> BillingRun | None:
+    return db.session.get(BillingRun, run_id)
+
+
+def progress(run: BillingRun) -> int:
+    """Percent done (0–100)."""
+    if not run.total:
+        return 100
+    return min(100, run.processed * 100 // run.total)
