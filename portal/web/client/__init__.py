@@ -187,3 +187,4 @@ from portal.web.client import (  # noqa: E402,F401
     pay_all,
     sessions,  # noqa: E402,F401  (X1: the profile's session list)
 )
+from portal.web.client import subscriptions  # noqa: E402,F401  (R1: subscriptions, self-checkout)

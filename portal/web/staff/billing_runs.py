@@ -1,0 +1,2 @@
+"""Staff pages for recurring billing (R1): billing_runs. Filled in by the R1 work."""
+from portal.web.staff import bp  # noqa: F401
