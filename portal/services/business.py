@@ -6,12 +6,24 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Business
 
+_KEY = "portal_business_id"
+
 
 def get_business() -> Business:
-    """The business row; a placeholder is created on first use of an empty database."""
+    """The business row; a placeholder is created on first use of an empty database.
+
+    Read once per session: its id is kept in the session's ``info``, so later calls are an
+    identity-map lookup (one refresh per transaction once a commit has expired it), not a query and
+    an autoflush each time (a billing run asks for it dozens of times per invoice)."""
+    business_id = db.session.info.get(_KEY)
+    if business_id is not None:
+        business = db.session.get(Business, business_id)
+        if business is not None:
+            return business
     business = db.session.scalar(select(Business).order_by(Business.id).limit(1))
     if business is None:
         business = Business(name="My Business")
         db.session.add(business)
         db.session.flush()
+    db.session.info[_KEY] = business.id
     return business

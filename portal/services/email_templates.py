@@ -5,6 +5,8 @@ A template that fails to render is refused (and not saved) with the reason.
 """
 from __future__ import annotations
 
+import functools
+
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
@@ -65,8 +67,15 @@ SAMPLE = {
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str):
+    """A template compiled once per distinct source (compiling in the sandbox costs ~0.7 ms; a billing
+    run renders thousands of emails from the same two sources)."""
+    return _env.from_string(source)
+
+
 def _render(source: str, variables: dict) -> str:
-    return _env.from_string(source).render(**{k: variables.get(k, "") for k in VARIABLES})
+    return _compiled(source).render(**{k: variables.get(k, "") for k in VARIABLES})
 
 
 def current(key: str) -> tuple[str, str, bool]:
@@ -211,3 +220,17 @@ class _EmailSandbox(SandboxedEnvironment):
 
 _env = _EmailSandbox(undefined=StrictUndefined, autoescape=False, finalize=_printable)
 _env.globals.clear()
+
+
+def renderer(key: str):
+    """``render`` for many emails of one key: the template is read once (one query), then
+    ``renderer(key)(variables)`` → (subject, body) per email."""
+    subject, body, _ = current(key)
+
+    def render_one(variables: dict) -> tuple[str, str]:
+        try:
+            return _render(subject, variables).strip(), _render(body, variables)
+        except TemplateError:
+            return _render(DEFAULTS[key][1], variables).strip(), _render(DEFAULTS[key][2], variables)
+
+    return render_one
