@@ -17,39 +17,51 @@ from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
 
 VARIABLES = ("customer_name", "invoice_number", "amount_due", "due_date", "invoice_url", "pay_now_url",
-             "company_name", "line_summary")
+             "company_name", "line_summary",
+             # The upcoming-invoice notice (R1): the day the invoice will be made, its service period, and
+             # the saved method autopay will charge ("VISA •••• 4242"; empty: a payment link will come).
+             # Empty in the other emails.
+             "invoice_date", "service_period", "payment_method")
 
 DEFAULTS: dict[str, tuple[str, str, str]] = {
     # key: (title, subject, body)
     "invoice_issued": (
         "Invoice sent",
         "{{company_name}} sent you an invoice",
-        "Hello {{customer_name}},\n\n{{company_name}} sent you invoice {{invoice_number}} for {{amount_due}}, "
-        "due {{due_date}}.\n\n{{line_summary}}\n\nYou can view it, download the PDF and pay online.\n\nThank you!",
+        ("Hello {{customer_name}},\n\n{{company_name}} sent you invoice {{invoice_number}} for {{amount_due}}, "
+         "due {{due_date}}.\n\n{{line_summary}}\n\nYou can view it, download the PDF and pay online.\n\nThank you!"),
     ),
     "invoice_reminder": (
         "Payment reminder",
         "Reminder: invoice {{invoice_number}} from {{company_name}}",
-        "Hello {{customer_name}},\n\nThis is a friendly reminder that invoice {{invoice_number}} for "
-        "{{amount_due}} is due {{due_date}}.\n\nIf you've already paid, thank you and please ignore this.",
+        ("Hello {{customer_name}},\n\nThis is a friendly reminder that invoice {{invoice_number}} for "
+         "{{amount_due}} is due {{due_date}}.\n\nIf you've already paid, thank you and please ignore this."),
     ),
     "payment_receipt": (
         "Payment receipt",
         "Receipt for invoice {{invoice_number}} from {{company_name}}",
-        "Hello {{customer_name}},\n\nThank you! We received your payment for invoice {{invoice_number}}.\n\n"
-        "Amount still due: {{amount_due}}.",
+        ("Hello {{customer_name}},\n\nThank you! We received your payment for invoice {{invoice_number}}.\n\n"
+         "Amount still due: {{amount_due}}."),
     ),
     "payment_failed": (
         "Payment failed",
         "Your payment for invoice {{invoice_number}} didn't go through",
-        "Hello {{customer_name}},\n\nWe couldn't collect the payment for invoice {{invoice_number}} "
-        "({{amount_due}}). Please pay online or update your payment method.",
+        ("Hello {{customer_name}},\n\nWe couldn't collect the payment for invoice {{invoice_number}} "
+         "({{amount_due}}). Please pay online or update your payment method."),
     ),
     "payment_method_expiring": (
         "Payment method expiring",
         "Your payment method for {{company_name}} is expiring",
-        "Hello {{customer_name}},\n\nThe card you keep on file with {{company_name}} expires soon. "
-        "Please add a new payment method so your next payment goes through.",
+        ("Hello {{customer_name}},\n\nThe card you keep on file with {{company_name}} expires soon. "
+         "Please add a new payment method so your next payment goes through."),
+    ),
+    "upcoming_invoice": (
+        "Upcoming invoice",
+        "Your next invoice from {{company_name}}: {{amount_due}} on {{invoice_date}}",
+        ("Hello {{customer_name}},\n\nYour next invoice from {{company_name}}, for {{amount_due}}, will be issued on "
+         "{{invoice_date}}{% if service_period %} for the service period {{service_period}}{% endif %}.\n\n"
+         "{% if payment_method %}We will charge {{payment_method}}: there is nothing you need to do.{% else %}"
+         "You will receive a payment link by email when it is issued.{% endif %}\n\nThank you!"),
     ),
 }
 
@@ -62,6 +74,9 @@ SAMPLE = {
     "pay_now_url": "https://billing.example.com/pay/sample",
     "company_name": "Tidewater Studio",
     "line_summary": "- Website design: €1,000.00\n- Hosting, 12 months: €230.00",
+    "invoice_date": "January 3, 2027",
+    "service_period": "1 Jan – 31 Jan 2027",
+    "payment_method": "VISA •••• 4242",
 }
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -165,11 +180,11 @@ def reset(key: str, actor: Actor) -> None:
 # text, ``{% if %}``, comparisons and a few harmless filters. Anything else is refused
 # before it runs, and only text and numbers may be printed.
 
-from decimal import Decimal as _Decimal  # noqa: E402
+from decimal import Decimal as _Decimal
 
-from jinja2 import nodes as _nodes  # noqa: E402
-from jinja2.exceptions import SecurityError as _SecurityError  # noqa: E402
-from jinja2.exceptions import TemplateSyntaxError as _TemplateSyntaxError  # noqa: E402
+from jinja2 import nodes as _nodes
+from jinja2.exceptions import SecurityError as _SecurityError
+from jinja2.exceptions import TemplateSyntaxError as _TemplateSyntaxError
 
 ALLOWED_FILTERS = ("upper", "lower", "title", "capitalize", "trim", "default", "d")
 _ALLOWED_NODES = (

@@ -32,6 +32,8 @@ STEPS: list[tuple[str, Step]] = [
     ("overdue", invoices.mark_overdue),
     ("restrictions", restrictions.refresh),
     ("subscriptions", subscriptions.tick_step),
+    ("client_cycles", subscriptions.client_cycles_step),
+    ("upcoming_notices", subscriptions.upcoming_notices_step),
     ("autopay", autopay.enqueue_due),
     ("payments", payments.reconcile),
     ("expiring_cards", payment_methods.enqueue_expiring),

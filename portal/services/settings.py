@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 from zoneinfo import available_timezones
 
 from babel import Locale, UnknownLocaleError
 from babel.numbers import list_currencies
 from sqlalchemy import select
 
-from portal.billing import states
+from portal import clock
+from portal.billing import cycles, states
 from portal.extensions import db
 from portal.models import Business
 from portal.services import locks
@@ -34,9 +36,12 @@ EDITABLE = (
     # Client portal (F4)
     "clients_manage_autopay", "autopay_timing", "autopay_days_before", "auto_apply_credit",
     "restrict_overdue_days", "restrict_actions", "card_expiry_notice_days", "credit_note_number_format",
+    # Recurring billing (R1)
+    "review_recurring_invoices", "upcoming_notice_days", "clients_cancel_subscriptions",
 )
 NOTIFY_TOGGLES = ("notify_invoice_ready", "notify_payment_receipt", "notify_staff_on_payment")
-TOGGLES = NOTIFY_TOGGLES + ("clients_manage_autopay", "auto_apply_credit", "refund_late_payments")
+TOGGLES = NOTIFY_TOGGLES + ("clients_manage_autopay", "auto_apply_credit", "refund_late_payments",
+                            "review_recurring_invoices", "clients_cancel_subscriptions")
 AUTOPAY_TIMINGS = {
     "on_issue": "When the invoice is issued",
     "on_due_date": "On the due date",
@@ -45,6 +50,7 @@ AUTOPAY_TIMINGS = {
 AUTOPAY_DAYS = (1, 60)
 RESTRICT_DAYS = (1, 365)
 CARD_NOTICE_DAYS = (1, 90)
+UPCOMING_NOTICE_DAYS = (1, 60)  # the upcoming-invoice notice, days before a cycle's invoice (None: off)
 MAX_INVOICE_NUMBER = 2_000_000_000
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
@@ -176,6 +182,10 @@ def _portal_errors(values: dict) -> dict[str, str]:
             errors["restrict_actions"] = "Choose among the actions listed."
     if "card_expiry_notice_days" in values and not _whole(values["card_expiry_notice_days"], *CARD_NOTICE_DAYS):
         errors["card_expiry_notice_days"] = "Use a number of days between 1 and 90."
+    if "upcoming_notice_days" in values and values["upcoming_notice_days"] is not None \
+            and not _whole(values["upcoming_notice_days"], *UPCOMING_NOTICE_DAYS):
+        errors["upcoming_notice_days"] = "Use a number of days between {} and {}, or leave it empty.".format(
+            *UPCOMING_NOTICE_DAYS)
     return errors
 
 
@@ -234,9 +244,47 @@ def update_business(values: dict, actor: Actor, logo: tuple[bytes, str] | None =
     return business
 
 
-# One client's billing settings (F4) ------------------------------------------------------------
+# One client's billing settings (F4; R1: billing cycle and extra charges) ---------------------------
 
 CLIENT_BILLING_FIELDS = ("autopay", "autopay_timing", "autopay_days_before", "auto_apply_credit")
+CLIENT_CYCLE_FIELDS = ("billing_cycle", "billing_day", "charges_billing")
+# Seed 002: a client's open charges gather into one invoice a month, on its billing day.
+BILLING_CYCLES = {"none": "None", "monthly": "Monthly"}
+BILLING_DAYS = (1, 31)
+# Seed 003: what happens to an extra charge staff add to a client.
+CHARGES_BILLING = {
+    "manual": "Staff invoice them",
+    "immediate": "Invoice each charge at once",
+    "next_cycle": "Add charges to the next cycle's invoice",
+}
+
+
+def next_billing_day(billing_day: int, on_or_after: date) -> date:
+    """The first day of the month ``billing_day`` (1–31) falls on, on or after ``on_or_after``. Counted
+    with ``billing.cycles`` from an anchor whose day is ``billing_day`` (January has 31 days), so a
+    day 31 is Feb 28 (29) in February and the 31st again in March: it never drifts."""
+    anchor = date(2000, 1, billing_day)
+    n = (on_or_after.year - anchor.year) * 12 + on_or_after.month - anchor.month
+    day = cycles.start(anchor, "month", 1, n)
+    return day if day >= on_or_after else cycles.start(anchor, "month", 1, n + 1)
+
+
+def latest_billing_day(billing_day: int, on_or_before: date) -> date:
+    """The last day the billing day fell on, on or before ``on_or_before``."""
+    anchor = date(2000, 1, billing_day)
+    n = (on_or_before.year - anchor.year) * 12 + on_or_before.month - anchor.month
+    day = cycles.start(anchor, "month", 1, n)
+    return day if day <= on_or_before else cycles.start(anchor, "month", 1, n - 1)
+
+
+def first_cycle_day(client_id: int, billing_day: int, today: date) -> date:
+    """The next billing day from today (today included), skipping a day whose gathering already ran."""
+    from portal.models import ClientCycle
+
+    day = next_billing_day(billing_day, today)
+    done = db.session.scalar(select(ClientCycle.id).where(ClientCycle.client_id == client_id,
+                                                          ClientCycle.cycle_on == day).limit(1))
+    return next_billing_day(billing_day, day + timedelta(days=1)) if done is not None else day
 
 
 def has_default_method(client_id: int) -> bool:
@@ -248,10 +296,36 @@ def has_default_method(client_id: int) -> bool:
                                        PaymentMethod.is_default.is_(True)).limit(1)) is not None
 
 
+def _cycle_values(client, values: dict, errors: dict) -> dict:
+    """The billing cycle and extra-charges choices given in ``values`` (a key left out keeps what the
+    client has), checked; with ``next_cycle_on`` when the cycle or its day changes."""
+    if not any(key in values for key in CLIENT_CYCLE_FIELDS):
+        return {}
+    cycle = values.get("billing_cycle", client.billing_cycle)
+    day = values.get("billing_day", client.billing_day)
+    charges = values.get("charges_billing", client.charges_billing)
+    if cycle not in BILLING_CYCLES:
+        errors["billing_cycle"] = "Not a valid choice."
+    elif cycle == "monthly" and not _whole(day, *BILLING_DAYS):
+        errors["billing_day"] = "Choose the billing day: a day of the month from 1 to 31."
+    if charges not in CHARGES_BILLING:
+        errors["charges_billing"] = "Not a valid choice."
+    if errors:
+        return {}
+    after = {"billing_cycle": cycle, "billing_day": day if cycle == "monthly" else None, "charges_billing": charges}
+    if cycle != "monthly":
+        after["next_cycle_on"] = None
+    elif (cycle, day) != (client.billing_cycle, client.billing_day) or client.next_cycle_on is None:
+        after["next_cycle_on"] = first_cycle_day(client.id, day, clock.today(get_business().timezone))
+    return after
+
+
 def update_client_billing(client_id: int, values: dict, actor: Actor):
-    """Staff set one client's autopay (on/off, timing override) and automatic credit (None = the
-    business default). Turning autopay on needs a default saved payment method. Raises ServiceError
-    (with ``errors``) and changes nothing if any value is bad."""
+    """Staff set one client's autopay (on/off, timing override), automatic credit (None = the
+    business default), and (when given) its billing cycle (none, or monthly on a billing day 1–31:
+    ``next_cycle_on`` becomes the next billing day, today included) and what its extra charges do.
+    Turning autopay on needs a default saved payment method. Raises ServiceError (with ``errors``)
+    and changes nothing if any value is bad."""
     from portal.models import Client
 
     client = db.session.scalar(locks.for_update(select(Client).where(Client.id == client_id)))
@@ -277,21 +351,28 @@ def update_client_billing(client_id: int, values: dict, actor: Actor):
         days = None
     if credit is not None and not isinstance(credit, bool):
         errors["auto_apply_credit"] = "Not a valid choice."
+    cycle = _cycle_values(client, values, errors)
     if errors:
         rollback()
         error = ServiceError("The billing settings could not be saved.")
         error.errors = errors
         raise error
-    after = {"autopay": autopay, "autopay_timing": timing, "autopay_days_before": days, "auto_apply_credit": credit}
-    before = {k: getattr(client, k) for k in CLIENT_BILLING_FIELDS}
-    changed = [k for k in CLIENT_BILLING_FIELDS if before[k] != after[k]]
+    after = {"autopay": autopay, "autopay_timing": timing, "autopay_days_before": days, "auto_apply_credit": credit,
+             **cycle}
+    before = {k: getattr(client, k) for k in after}
+    changed = [k for k in after if before[k] != after[k]]
     for key in changed:
         setattr(client, key, after[key])
     if changed:
         record_event("client.billing_settings_updated", "client", client.id, actor,
-                     before={k: before[k] for k in changed}, after={k: after[k] for k in changed})
+                     before={k: _plain(before[k]) for k in changed}, after={k: _plain(after[k]) for k in changed})
     commit()
     return client
+
+
+def _plain(value):
+    """An event's JSON holds dates as ISO text."""
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def _luminance(hex_color: str) -> float:

@@ -8,9 +8,15 @@
 - ``runs``: billing runs (the tick's step, ``flask portal bill``, the batches the workers share);
 - ``manage``: starting, changing, pausing, resuming and cancelling subscriptions, their settings.
 
+- ``client_cycles``: a client's monthly billing cycle (open charges gathered on its billing day, once)
+  and extra charges invoiced at once;
+- ``notices``: the upcoming-invoice notice, once per period.
+
 The names below are the package's public surface.
 """
 from portal.services.subscriptions.billing import Outcome, bill_subscription
+from portal.services.subscriptions.client_cycles import add_charge, describe_cycle, run_cycle
+from portal.services.subscriptions.client_cycles import tick_step as client_cycles_step
 from portal.services.subscriptions.manage import (
     AUTOPAY_CHOICES,
     MAX_QUANTITY,
@@ -56,6 +62,8 @@ from portal.services.subscriptions.runs import (
     start_run,
     tick_step,
 )
+from portal.services.subscriptions.notices import send_notices
+from portal.services.subscriptions.notices import tick_step as upcoming_notices_step
 from portal.services.subscriptions.schedule import invoice_date, lines_for, period, preview
 
 __all__ = [
@@ -66,4 +74,6 @@ __all__ = [
     "create_plan", "cycle_label", "due_ids", "enqueue_run", "get_plan", "get_run", "invoice_date", "lines_for",
     "list_plans", "list_runs", "new_plan_defaults", "period", "plan_by_key", "plan_form_values", "preview",
     "progress", "running", "set_plan_active", "start_run", "tick_step", "update_plan",
+    # client_cycles, notices
+    "add_charge", "client_cycles_step", "describe_cycle", "run_cycle", "send_notices", "upcoming_notices_step",
 ]
