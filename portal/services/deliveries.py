@@ -122,6 +122,15 @@ def _forget_new_deliveries(session) -> None:
     session.info.pop("portal_flushed_deliveries", None)
 
 
+def note_inserted(delivery_ids: list[int]) -> None:
+    """Deliveries a bulk writer inserted in the current transaction: enqueued once it commits (as if
+    ``events.queue_email`` had added them)."""
+    db.session.info.setdefault("portal_flushed_deliveries", []).extend(delivery_ids)
+
+
+ENQUEUE_CHUNK = 200
+
+
 def enqueue_new(delivery_ids: list[int]) -> int:
     """Enqueue deliveries that were just created (first attempt), outside any session: the hook runs
     after the commit, so ``enqueued_at`` is written on a connection of its own, first: only rows
@@ -134,10 +143,13 @@ def enqueue_new(delivery_ids: list[int]) -> int:
     enqueued = []
     try:
         q = queue(EMAILS)
-        for delivery_id in sorted(committed):
-            q.enqueue("portal.jobs.deliveries.deliver", delivery_id, job_id=job_id(delivery_id, 0),
-                      result_ttl=3600, failure_ttl=7 * 24 * 3600)
-            enqueued.append(delivery_id)
+        ordered = sorted(committed)
+        for start in range(0, len(ordered), ENQUEUE_CHUNK):  # one Redis round trip per chunk
+            chunk = ordered[start:start + ENQUEUE_CHUNK]
+            q.enqueue_many([q.prepare_data("portal.jobs.deliveries.deliver", (delivery_id,),
+                                           job_id=job_id(delivery_id, 0), result_ttl=3600,
+                                           failure_ttl=7 * 24 * 3600) for delivery_id in chunk])
+            enqueued.extend(chunk)
     except RedisError as exc:
         log.warning("could not enqueue deliveries %s: %s (the sweep will retry)", committed, exc)
     missed = sorted(set(committed) - set(enqueued))

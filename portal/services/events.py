@@ -46,20 +46,19 @@ def record_event(
     after: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    event = Event(
-        type=type,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
-        actor_label=actor.label,
-        before=before,
-        after=after,
-        data=data,
-        occurred_at=clock.now(),
-    )
+    event = Event(**event_fields(type, subject_type, subject_id, actor, before, after, data))
     db.session.add(event)
     return event
+
+
+def event_fields(type: str, subject_type: str, subject_id: int | None, actor: Actor = SYSTEM,
+                 before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An event row's columns: ``record_event`` adds it to the session; a bulk writer (the billing
+    run) inserts many at once."""
+    return {"type": type, "subject_type": subject_type, "subject_id": subject_id, "actor_kind": actor.kind,
+            "actor_id": actor.id, "actor_label": actor.label, "before": before, "after": after, "data": data,
+            "occurred_at": clock.now()}
 
 
 def queue_email(
@@ -81,24 +80,7 @@ def queue_email(
     ``attachments`` are specs made at send time (``{"type": "invoice_pdf",
     "invoice_id": 7}``), so a retry attaches the same document.
     """
-    subject = render_template(f"emails/{template}.subject.txt", **context).strip()
-    html = render_template(f"emails/{template}.html", **context)
-    text = render_template(f"emails/{template}.txt", **context)
-    delivery = Delivery(
-        kind="email",
-        template=template,
-        recipient=to,
-        subject=subject,
-        # The sender and the Message-ID's domain are frozen now, so every attempt sends the same
-        # message even if Settings change meanwhile (receivers de-duplicate a retry by its id).
-        payload={"to": [to], "subject": subject, "html": html, "text": text, "redact": list(redact or []),
-                 "attachments": list(attachments or []), "sender": sender(), "message_domain": mail_domain()},
-        status="pending",
-        next_attempt_at=clock.now(),
-        created_at=clock.now(),
-        subject_type=subject_type,
-        subject_id=subject_id,
-    )
+    delivery = Delivery(**email_fields(to, template, context, subject_type, subject_id, redact, attachments))
     if event is not None:
         if event.id is None:
             db.session.flush([event])
@@ -106,6 +88,26 @@ def queue_email(
     db.session.add(delivery)
     db.session.info.setdefault("portal_new_deliveries", []).append(delivery)
     return delivery
+
+
+def email_fields(to: str, template: str, context: dict[str, Any], subject_type: str | None = None,
+                 subject_id: int | None = None, redact: list[str] | None = None,
+                 attachments: list[dict] | None = None, event_id: int | None = None) -> dict[str, Any]:
+    """A delivery row's columns, the email rendered now (``queue_email``'s work without the session;
+    a bulk writer inserts many and hands their ids to ``deliveries.note_inserted``)."""
+    subject = render_template(f"emails/{template}.subject.txt", **context).strip()
+    html = render_template(f"emails/{template}.html", **context)
+    text = render_template(f"emails/{template}.txt", **context)
+    now = clock.now()
+    return {
+        "kind": "email", "template": template, "recipient": to, "subject": subject,
+        # The sender and the Message-ID's domain are frozen now, so every attempt sends the same
+        # message even if Settings change meanwhile (receivers de-duplicate a retry by its id).
+        "payload": {"to": [to], "subject": subject, "html": html, "text": text, "redact": list(redact or []),
+                    "attachments": list(attachments or []), "sender": sender(), "message_domain": mail_domain()},
+        "status": "pending", "next_attempt_at": now, "created_at": now, "subject_type": subject_type,
+        "subject_id": subject_id, "event_id": event_id,
+    }
 
 
 def commit() -> None:

@@ -14,10 +14,11 @@ from portal.models import Business, Client, Invoice, Payment, Subscription
 from portal.services.errors import NotFound
 
 
-def for_update(query):
+def for_update(query, skip_locked: bool = False):
     """``query`` (a select) that locks the rows it reads and refreshes them in the session: the one
-    way a service locks rows; the helpers below are it for one row of each kind."""
-    return query.with_for_update().execution_options(populate_existing=True)
+    way a service locks rows; the helpers below are it for one row of each kind. ``skip_locked``
+    leaves out rows another transaction holds (a billing run's batch: another worker has them)."""
+    return query.with_for_update(skip_locked=skip_locked).execution_options(populate_existing=True)
 
 
 def invoice(invoice_id: int) -> Invoice:

@@ -33,3 +33,22 @@ def take(kind: str) -> tuple[int, str]:
     seq = new_next - 1
     today = clock.today(business.timezone)
     return seq, states.format_number(getattr(business, format_field), seq, today.year, today.month)
+
+
+def take_many(kind: str, count: int) -> list[tuple[int, str]]:
+    """``count`` consecutive (sequence, number) pairs in one UPDATE (a billing run's batch): the same
+    row lock and the same rule as ``take``."""
+    if count <= 0:
+        return []
+    counter, format_field = COUNTERS[kind]
+    business = get_business()
+    new_next = db.session.execute(
+        update(Business).where(Business.id == business.id)
+        .values({counter: counter + count})
+        .returning(counter)
+    ).scalar_one()
+    db.session.refresh(business)
+    today = clock.today(business.timezone)
+    fmt = getattr(business, format_field)
+    first = new_next - count
+    return [(seq, states.format_number(fmt, seq, today.year, today.month)) for seq in range(first, new_next)]

@@ -102,7 +102,7 @@ def bill_subscription(subscription_id: int, at: datetime | None = None, run_id: 
         except IntegrityError:
             rollback()  # another run billed this period first: read the subscription again
             continue
-        except Exception as exc:  # noqa: BLE001 - one subscription's failure must not stop the run
+        except Exception as exc:
             rollback()
             log.exception("billing subscription %s period %s failed", subscription_id, n)
             outcome.error = _record_error(subscription_id, n, exc)
@@ -269,7 +269,7 @@ def _charge_if_due(invoice: Invoice, at: datetime, today: date) -> None:
         return
     try:
         autopay.charge_now(invoice_id, at)
-    except Exception:  # noqa: BLE001 - the autopay job queued at finalize (or the tick) tries again
+    except Exception:
         rollback()
         log.exception("autopay for cycle invoice %s failed to run", invoice_id)
 

@@ -27,6 +27,7 @@ from portal.queues import enqueue_job
 from portal.services import locks
 from portal.services.events import commit, rollback
 from portal.services.paging import Page
+from portal.services.subscriptions import bulk
 from portal.services.subscriptions.billing import (
     ACTIVE,
     HELD,
@@ -113,9 +114,13 @@ def enqueue_run(at: datetime, trigger: str = "tick") -> int:
 
 
 def bill_batch(run_id: int | None, subscription_ids: list[int], at: datetime) -> dict:
-    """Bill a batch (the job, or ``flask portal bill`` in-process); add its counts to the run."""
+    """Bill a batch (the job, or ``flask portal bill`` in-process): the plain ones together
+    (``bulk.bill_plain``), the rest one by one; add its counts to the run."""
     totals = {"processed": 0, "invoices": 0, "caught_up": 0, "errors": 0}
-    for subscription_id in subscription_ids:
+    made, rest = bulk.bill_plain(subscription_ids, at, run_id)
+    totals["invoices"] += made
+    totals["processed"] += len(subscription_ids) - len(rest)
+    for subscription_id in rest:
         outcome = bill_subscription(subscription_id, at, run_id)
         totals["processed"] += 1
         totals["invoices"] += outcome.invoices
