@@ -419,7 +419,8 @@ def resume(subscription_id: int, actor: Actor) -> Subscription:
 
 def cancel(subscription_id: int, when: str, actor: Actor, credit_unused: bool = False) -> Subscription:
     """Cancel ``when`` = "now" (optionally a credit note for the unused part of the current period's
-    invoice) or "period_end" (billing stops after the period already billed)."""
+    invoice) or "period_end" (the subscription ends with the period under way, which is still billed
+    if its invoice day has not come yet, or with the last period billed if that ends later)."""
     if when not in ("now", "period_end"):
         raise SubscriptionInvalid({"when": "Choose now or at the end of the period."})
     sub = locks.subscription(subscription_id)
@@ -429,7 +430,12 @@ def cancel(subscription_id: int, when: str, actor: Actor, credit_unused: bool = 
     today = _today()
     before = sub.status
     if when == "period_end":
+        # The end of the period under way today, billed or not (invoiced after its start, seed 004: it
+        # is still billed on its day), or of the last period billed (billed ahead).
         end = period(sub, sub.next_period - 1).end if sub.next_period > 0 else sub.anchor
+        under_way = cycles.index_on(sub.anchor, sub.unit, sub.interval, today)
+        if under_way >= 0:
+            end = max(end, period(sub, under_way).end)
         sub.cancel_at_period_end = True
         sub.ends_on = end if sub.ends_on is None else min(sub.ends_on, end)
         sub.pending_items = None
