@@ -8,6 +8,7 @@ The business is in Lisbon and bills in EUR; the plan is a €120.00 monthly hot 
 """
 from __future__ import annotations
 
+import multiprocessing
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
@@ -32,6 +33,7 @@ from portal.models import (
 from portal.services import invoices as invoice_service
 from portal.services import subscriptions
 from portal.services.subscriptions import PlanInvalid, SubscriptionInvalid, runs
+from tests.support import billing_procs
 from tests.support.jobs import tick
 from tests.support.make import STAFF
 
@@ -184,6 +186,35 @@ def test_a_run_stopped_half_way_is_finished_by_the_next_run_and_nothing_twice(ma
     assert sorted(p.billing_run_id for s in subs for p in periods_of(s.id)) == [first.id] * 3 + [second.id] * 3
     assert assert_gapless() == list(range(1, 7))
     assert tick(cli, moment + timedelta(hours=2))["subscriptions"] == 0
+
+
+def test_a_billing_process_killed_mid_run_leaves_no_trace_and_the_rerun_bills_only_the_rest(
+        make, acme, desk, cli, database_url, redis_server, instance_dir):
+    """``flask portal bill`` in a process of its own, in batches of 3, killed (``os._exit``, as by
+    ``kill -9``) inside the transaction of the second batch: the first batch's invoices stay, the
+    second's half-made work is gone, number included; the next tick bills exactly the rest."""
+    ids = [start(make, make.client(f"Client {i}", currency="EUR"), desk, date(2030, 3, 1)).id for i in range(6)]
+    moment = at(date(2030, 3, 1))
+    db.session.remove()
+    worker = multiprocessing.get_context("spawn").Process(
+        target=billing_procs.bill_run,
+        args=(database_url, redis_server.url, str(instance_dir), moment.isoformat()),
+        kwargs={"batch_size": 3, "die_after_numbers": 3})
+    worker.start()
+    worker.join(timeout=60)
+    assert worker.exitcode == 9, "the worker died mid-run"
+    assert [len(invoices_of(i)) for i in ids] == [1, 1, 1, 0, 0, 0]
+    assert assert_gapless() == [1, 2, 3], "the dead transaction's number is not lost"
+    assert sum(len(periods_of(i)) for i in ids) == 3
+    fresh()
+    [dead] = db.session.scalars(select(BillingRun)).all()
+    assert (dead.status, dead.total, dead.processed) == ("running", 6, 3)
+
+    assert tick(cli, moment + timedelta(minutes=20))["subscriptions"] == 3
+    assert [len(invoices_of(i)) for i in ids] == [1] * 6
+    assert assert_gapless() == list(range(1, 7))
+    fresh()
+    assert db.session.get(BillingRun, dead.id).status == "interrupted"
 
 
 def test_an_error_on_one_subscription_is_recorded_shown_and_retried_while_the_run_goes_on(
