@@ -75,6 +75,7 @@ def upgrade():
     with op.batch_alter_table('subscription', schema=None) as batch_op:
         batch_op.create_index('ix_subscription_client', ['client_id', 'status'], unique=False)
         batch_op.create_index('ix_subscription_due', ['next_invoice_on', 'status'], unique=False)
+        batch_op.create_index('ix_subscription_ends', ['ends_on', 'status'], unique=False)
 
     op.create_table('plan',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -178,6 +179,7 @@ def upgrade():
     with op.batch_alter_table('invoice', schema=None) as batch_op:
         batch_op.add_column(sa.Column('subscription_id', sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f('ix_invoice_subscription_id'), ['subscription_id'], unique=False)
+        batch_op.create_index('ix_invoice_autopay_attempted', ['autopay_attempted_at'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_invoice_subscription_id_subscription'), 'subscription', ['subscription_id'], ['id'], ondelete='SET NULL')
 
     with op.batch_alter_table('invoice_line', schema=None) as batch_op:
@@ -195,6 +197,7 @@ def downgrade():
 
     with op.batch_alter_table('invoice', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_invoice_subscription_id_subscription'), type_='foreignkey')
+        batch_op.drop_index('ix_invoice_autopay_attempted')
         batch_op.drop_index(batch_op.f('ix_invoice_subscription_id'))
         batch_op.drop_column('subscription_id')
 
@@ -225,6 +228,7 @@ def downgrade():
     op.drop_table('client_cycle')
     op.drop_table('plan')
     with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.drop_index('ix_subscription_ends')
         batch_op.drop_index('ix_subscription_due')
         batch_op.drop_index('ix_subscription_client')
 

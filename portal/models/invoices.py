@@ -87,6 +87,8 @@ class Invoice(db.Model):
         Index("ix_invoice_total", "total"),
         Index("ix_invoice_amount_due", "amount_due"),
         Index("ix_invoice_autopay", "autopay_on"),
+        # Recurring billing: cycle invoices whose automatic charge was tried lately (past-due check).
+        Index("ix_invoice_autopay_attempted", "autopay_attempted_at"),
     )
 
     @property

@@ -99,6 +99,8 @@ class Subscription(db.Model):
         # The billing run's query: billable subscriptions whose invoice day has come.
         Index("ix_subscription_due", "next_invoice_on", "status"),
         Index("ix_subscription_client", "client_id", "status"),
+        # The tick's end-of-term step.
+        Index("ix_subscription_ends", "ends_on", "status"),
     )
 
 

@@ -168,12 +168,18 @@ def end_terms(at: datetime) -> int:
     return len(ids)
 
 
+FAILURE_WINDOW = timedelta(days=7)
+
+
 def flag_failures(at: datetime) -> int:
-    """Active subscriptions whose latest cycle invoice's automatic charge failed → past due."""
+    """Active subscriptions whose cycle invoice's automatic charge failed lately → past due. (A charge
+    made by the run itself is checked there and then; this finds the ones the tick's autopay step
+    made later, e.g. "on the due date". Older failures were flagged when they happened, or by the
+    next period's billing, which checks the latest invoice itself.)"""
     failed = (select(Invoice.subscription_id)
               .join(Subscription, Subscription.id == Invoice.subscription_id)
-              .where(Subscription.status.in_(ACTIVE), Invoice.status.in_(states.PAYABLE), Invoice.amount_due > 0,
-                     Invoice.autopay_attempted_at.is_not(None),
+              .where(Invoice.autopay_attempted_at >= clock.as_utc(at) - FAILURE_WINDOW,
+                     Subscription.status.in_(ACTIVE), Invoice.status.in_(states.PAYABLE), Invoice.amount_due > 0,
                      ~select(Payment.id).where(Payment.invoice_id == Invoice.id,
                                                Payment.status.in_(("pending", "processing"))).exists())
               .distinct().limit(5000))
