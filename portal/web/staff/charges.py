@@ -14,6 +14,7 @@ from wtforms import SelectChoice, SelectField, StringField
 from portal.services import catalogue as catalogue_service
 from portal.services import charges as charge_service
 from portal.services import clients as client_service
+from portal.services import subscriptions
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor
 from portal.web.rendering import render
@@ -60,16 +61,21 @@ def client_charge_new(client_id: int):
     form = _with_choices(ChargeForm())
     if form.validate_on_submit():
         try:
-            charge = charge_service.create_charge(client, {f: getattr(form, f).data or "" for f in FIELDS},
-                                                  Actor.of(current_user))
+            # A client whose extra charges are invoiced at once gets the charge's invoice now.
+            charge, invoice = subscriptions.add_charge(client, {f: getattr(form, f).data or "" for f in FIELDS},
+                                                       Actor.of(current_user))
         except charge_service.ChargeInvalid as exc:
             for field, message in exc.errors.items():
                 getattr(form, field).errors = [message]
         except ServiceError as exc:
             flash(exc.message, "error")
         else:
-            flash(f"“{charge.description}” added to the items to bill later.", "success")
-            return redirect(url_for("staff.client_detail", client_id=client.id) + "#open-charges")
+            if invoice is None:
+                flash(f"“{charge.description}” added to the items to bill later.", "success")
+                return redirect(url_for("staff.client_detail", client_id=client.id) + "#open-charges")
+            sent = "sent" if invoice.sent_at else ("left as a draft" if invoice.is_draft else "finalized")
+            flash(f"“{charge.description}” invoiced at once: invoice {invoice.display_number} {sent}.", "success")
+            return redirect(url_for("staff.client_detail", client_id=client.id) + "#client-invoices")
     return render("staff/charges/form.html", client=client, form=form), 422
 
 

@@ -1,4 +1,5 @@
-"""A client's billing settings (autopay, automatic credit) and restriction, on the staff client page."""
+"""A client's billing settings (autopay, automatic credit, billing cycle, extra charges) and
+restriction, on the staff client page."""
 from __future__ import annotations
 
 from flask import abort, flash, g, redirect, url_for
@@ -34,12 +35,24 @@ class ClientBillingForm(FlaskForm):
         SelectChoice("default", "Business default"), SelectChoice("on", "Yes, automatically"),
         SelectChoice("off", "No, only when staff apply it"),
     ])
+    # Recurring billing (R1): seed 002's billing cycle, seed 003's extra charges.
+    billing_cycle = SelectField("Billing cycle", default="none", validate_choice=False, choices=[
+        SelectChoice(key, label) for key, label in settings_service.BILLING_CYCLES.items()])
+    billing_day = WholeNumberField("Billing day", render_kw={"min": settings_service.BILLING_DAYS[0],
+                                                             "max": settings_service.BILLING_DAYS[1]})
+    charges_billing = SelectField("Extra charges", default="manual", validate_choice=False, choices=[
+        SelectChoice(key, label) for key, label in settings_service.CHARGES_BILLING.items()])
+
+
+CYCLE_FIELDS = ("billing_cycle", "billing_day", "charges_billing")
 
 
 def _form_for(client) -> ClientBillingForm:
     credit = next(key for key, value in CREDIT_CHOICES.items() if value is client.auto_apply_credit)
     return ClientBillingForm(formdata=None, autopay=client.autopay, autopay_timing=client.autopay_timing or "",
-                             autopay_days_before=client.autopay_days_before, auto_apply_credit=credit)
+                             autopay_days_before=client.autopay_days_before, auto_apply_credit=credit,
+                             billing_cycle=client.billing_cycle, billing_day=client.billing_day,
+                             charges_billing=client.charges_billing)
 
 
 @bp.context_processor
@@ -66,6 +79,8 @@ def client_billing_settings(client_id: int):
             "autopay_days_before": form.autopay_days_before.data,
             "auto_apply_credit": CREDIT_CHOICES.get(form.auto_apply_credit.data, form.auto_apply_credit.data),
         }
+        # The cycle's fields change only when posted (the page always posts them).
+        values.update({name: form[name].data for name in CYCLE_FIELDS if form[name].raw_data})
         try:
             settings_service.update_client_billing(client_id, values, Actor.of(current_user))
         except NotFound:
