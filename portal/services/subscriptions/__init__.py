@@ -6,7 +6,8 @@
 - ``billing``: billing one subscription's due periods exactly once, in order (catch-up), the hold
   after a failed automatic charge;
 - ``runs``: billing runs (the tick's step, ``flask portal bill``, the batches the workers share);
-- ``manage``: starting, changing, pausing, resuming and cancelling subscriptions, their settings.
+- ``manage``: starting, changing, pausing, resuming and cancelling subscriptions, their settings;
+- ``pages``: what the staff pages read (plans, lists, a subscription's page, proration preview, runs).
 
 - ``client_cycles``: a client's monthly billing cycle (open charges gathered on its billing day, once)
   and extra charges invoiced at once;
@@ -35,6 +36,21 @@ from portal.services.subscriptions.manage import (
     proration,
     resume,
     update_settings,
+)
+from portal.services.subscriptions.pages import (
+    FILTERS,
+    STATUS_LABELS,
+    checkout_link,
+    client_subscriptions,
+    item_values,
+    list_subscriptions,
+    plan_choices,
+    plan_rows,
+    price_label,
+    proration_preview,
+    runs_page,
+    status_label,
+    subscription_page,
 )
 from portal.services.subscriptions.plans import (
     UNIT_CHOICES,
@@ -74,6 +90,9 @@ __all__ = [
     "create_plan", "cycle_label", "due_ids", "enqueue_run", "get_plan", "get_run", "invoice_date", "lines_for",
     "list_plans", "list_runs", "new_plan_defaults", "period", "plan_by_key", "plan_form_values", "preview",
     "progress", "running", "set_plan_active", "start_run", "tick_step", "update_plan",
+    # pages: the staff pages' read side
+    "FILTERS", "STATUS_LABELS", "checkout_link", "client_subscriptions", "item_values", "list_subscriptions",
+    "plan_choices", "plan_rows", "price_label", "proration_preview", "runs_page", "status_label", "subscription_page",
     # client_cycles, notices
     "add_charge", "client_cycles_step", "describe_cycle", "run_cycle", "send_notices", "upcoming_notices_step",
 ]

@@ -1,2 +1,29 @@
-"""Staff pages for recurring billing (R1): billing_runs. Filled in by the R1 work."""
-from portal.web.staff import bp  # noqa: F401
+"""The "Billing runs" page (/staff/billing-runs): each run (when, trigger, subscriptions, invoices,
+caught up, errors, duration, status), "Run billing now", and while a run is going a progress bar that
+htmx polls every 2 s (the same URL answers an htmx request with just the runs block)."""
+from __future__ import annotations
+
+from flask import flash, redirect, url_for
+
+from portal import clock
+from portal.services import subscriptions
+from portal.web.rendering import page_arg, render
+from portal.web.staff import bp
+from portal.web.subscription_forms import ActionForm
+
+
+@bp.get("/billing-runs")
+def billing_runs():
+    return render("staff/billing_runs/index.html", block="runs", page=subscriptions.runs_page(page_arg()))
+
+
+@bp.post("/billing-runs")
+def billing_run_start():
+    form = ActionForm()
+    form.validate_on_submit()  # CSRF is checked before the view (CSRFProtect): a missing token is a 400
+    handed = subscriptions.enqueue_run(clock.now(), "staff")
+    if handed:
+        flash(f"Billing run started: {handed} subscription{'s' if handed != 1 else ''} to bill.", "success")
+    else:
+        flash("Nothing to bill: no subscription has an invoice due today.", "info")
+    return redirect(url_for("staff.billing_runs"), code=303)
