@@ -33,6 +33,9 @@ class Intent:
     error_code: str | None = None      # e.g. card_declined, insufficient_funds
     error_message: str | None = None   # safe to show to the payer
     metadata: dict[str, str] = field(default_factory=dict)
+    # An intent created with ``save_method`` (Stripe's ``setup_future_usage=off_session``): the method
+    # it was paid with, once the gateway has saved it to the customer for later off-session charges.
+    saved_method: SavedMethod | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,12 @@ class Gateway(Protocol):
     test_mode: bool
 
     def create_intent(self, amount: int, currency: str, idempotency_key: str, metadata: dict[str, str],
-                      payment_method_types: list[str]) -> Intent: ...
+                      payment_method_types: list[str], customer_id: str | None = None,
+                      save_method: bool = False) -> Intent:
+        """A PaymentIntent the payer confirms. With ``save_method`` (and the client's ``customer_id``)
+        the method it is paid with is saved to that customer for off-session charges (Stripe's
+        ``setup_future_usage=off_session``): the succeeded intent then carries it as ``saved_method``."""
+        ...
 
     def retrieve_intent(self, intent_id: str) -> Intent: ...
 

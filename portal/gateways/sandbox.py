@@ -134,11 +134,12 @@ class SandboxGateway:
 
     @staticmethod
     def _intent(data: dict) -> Intent:
+        saved = data.get("saved_method")
         return Intent(
             id=data["id"], status=data["status"], amount=data["amount"], currency=data["currency"],
             client_secret=data["client_secret"], payment_method_type=data.get("payment_method_type"),
             error_code=data.get("error_code"), error_message=data.get("error_message"),
-            metadata=data.get("metadata") or {},
+            metadata=data.get("metadata") or {}, saved_method=SavedMethod(**saved) if saved else None,
         )
 
     def _settle(self, data: dict) -> dict:
@@ -154,22 +155,30 @@ class SandboxGateway:
         return data
 
     # the interface ------------------------------------------------------------
-    def create_intent(self, amount, currency, idempotency_key, metadata, payment_method_types) -> Intent:
+    def create_intent(self, amount, currency, idempotency_key, metadata, payment_method_types, customer_id=None,
+                      save_method=False) -> Intent:
         if amount <= 0:
             raise GatewayError("The amount must be above zero.", code="amount_too_small")
+        if save_method and not customer_id:
+            raise GatewayError("A payment that saves its method needs a customer.", code="parameter_missing")
 
         def create() -> dict:
+            if customer_id:
+                self._get("cus", customer_id, "customer")
             ident = "pi_sbx_" + secrets.token_hex(12)
             data = {
                 "id": ident, "status": REQUIRES_PAYMENT_METHOD, "amount": amount, "currency": currency.upper(),
                 "client_secret": f"{ident}_secret_{secrets.token_hex(12)}", "metadata": metadata,
                 "payment_method_types": list(payment_method_types), "refunded": 0,
+                "customer": customer_id, "setup_future_usage": "off_session" if save_method else None,
             }
             self._save(data)
             return data
 
         params = {"op": "create", "amount": amount, "currency": currency.upper(), "metadata": metadata,
                   "types": list(payment_method_types)}
+        if customer_id or save_method:
+            params.update(customer=customer_id, save_method=bool(save_method))
         return self._intent(self._idempotent(idempotency_key, params, create))
 
     def retrieve_intent(self, intent_id) -> Intent:
@@ -185,6 +194,7 @@ class SandboxGateway:
             if data["status"] in (SUCCEEDED, PROCESSING, CANCELED):
                 raise GatewayError(f"This payment is already {data['status']}.", code="payment_intent_unexpected_state")
             kind, _, number = (payment_method or "").partition(":")
+            number, _, expiry = number.partition(":") if kind == "card" else (number, "", "")
             number = number.replace(" ", "").upper() if kind == "sepa_debit" else number.replace(" ", "")
             if kind not in data["payment_method_types"]:
                 raise GatewayError("That payment method is not accepted for this invoice.",
@@ -209,6 +219,8 @@ class SandboxGateway:
                             settle_at=(self.now() + SETTLE_AFTER).isoformat())
             else:
                 raise GatewayError("Unknown payment method.", code="payment_method_invalid")
+            if data.get("setup_future_usage") and data.get("customer"):
+                self._keep_method(data, kind, number, expiry)
             self._save(data)
             return data
 
@@ -356,6 +368,24 @@ class SandboxGateway:
             raise GatewayError("Your card's expiration year is invalid.", code="invalid_expiry_year")
         return month, year
 
+    def _keep_method(self, data: dict, kind: str, number: str, expiry: str) -> None:
+        """``setup_future_usage``: save the method this intent is paid with to its customer."""
+        method = {"id": "pm_sbx_" + secrets.token_hex(12), "type": kind, "brand": None, "last4": number[-4:],
+                  "exp_month": None, "exp_year": None, "bank_name": None, "number": number}
+        if kind == "card":
+            method["brand"] = _brand(number)
+            try:
+                method["exp_month"], method["exp_year"] = self._expiry(expiry) if expiry else (None, None)
+            except GatewayError:
+                pass  # the payment itself never read the expiry: keep the card, without one
+        else:
+            method["bank_name"] = BANK_NAMES.get(kind) or f"{number[:2]} bank {number[4:12]}"
+        method["customer"] = data["customer"]
+        self._put("pm", method, keep=True)
+        data["payment_method"] = method["id"]
+        data["saved_method"] = {key: method[key] for key in
+                                ("id", "type", "brand", "last4", "exp_month", "exp_year", "bank_name")}
+
     def retrieve_payment_method(self, payment_method_id) -> SavedMethod:
         data = self._get("pm", payment_method_id, "payment method")
         return SavedMethod(id=data["id"], type=data["type"], brand=data["brand"], last4=data["last4"],
@@ -388,7 +418,7 @@ class SandboxGateway:
                 number = method["number"]
                 outcome = SAVED_ONLY_CARDS.get(number) or CARDS.get(number, ("card_declined", NOT_A_TEST_CARD))
                 now = self.now()
-                if (method["exp_year"], method["exp_month"]) < (now.year, now.month):
+                if method["exp_year"] and (method["exp_year"], method["exp_month"]) < (now.year, now.month):
                     outcome = ("expired_card", "Your card has expired.")
                 if outcome is not None and outcome[0] == "authentication_required" and not off_session:
                     data["status"] = REQUIRES_ACTION

@@ -81,13 +81,21 @@ class StripeGateway:
     # PaymentIntents ---------------------------------------------------------
 
     def create_intent(self, amount: int, currency: str, idempotency_key: str, metadata: dict[str, str],
-                      payment_method_types: list[str]) -> Intent:
+                      payment_method_types: list[str], customer_id: str | None = None,
+                      save_method: bool = False) -> Intent:
         params: dict[str, Any] = {
             "amount": amount,
             "currency": currency.lower(),
             "metadata": {str(k): str(v) for k, v in metadata.items()},
             "payment_method_types": list(payment_method_types),
         }
+        if customer_id:
+            params["customer"] = customer_id
+        if save_method:
+            if not customer_id:
+                raise GatewayError("A payment that saves its method needs a customer.", code="parameter_missing")
+            # The method the payer confirms with is attached to the customer for off-session charges.
+            params["setup_future_usage"] = "off_session"
         with _translated_errors():
             pi = self._client.v1.payment_intents.create(
                 params=params, options=_keyed(idempotency_key))  # type: ignore[arg-type]
@@ -276,6 +284,18 @@ def _payment_method_type(data: Mapping[str, Any]) -> str | None:
     return None  # no method attached yet
 
 
+def _saved_by(data: Mapping[str, Any]) -> SavedMethod | None:
+    """The method a ``setup_future_usage`` intent saved: its expanded payment method, once attached
+    to the intent's customer."""
+    pm = data.get("payment_method")
+    if not data.get("setup_future_usage") or not isinstance(pm, dict) or not pm.get("id"):
+        return None
+    customer = _id_of(data.get("customer"))
+    if not customer or _id_of(pm.get("customer")) != customer:
+        return None
+    return _saved_method(pm)
+
+
 def _intent(data: Mapping[str, Any]) -> Intent:
     error = data.get("last_payment_error") or {}
     return Intent(
@@ -288,6 +308,7 @@ def _intent(data: Mapping[str, Any]) -> Intent:
         error_code=_reason(error) if error else None,
         error_message=error.get("message") if error else None,
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+        saved_method=_saved_by(data),
     )
 
 

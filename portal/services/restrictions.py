@@ -37,10 +37,9 @@ RESTRICTABLE = {
     "profile": "Change their portal profile",
 }
 
-# What the settings page offers, and what the banner lists: "new_subscriptions" blocks nothing until
-# subscriptions exist (R1), so it is neither offered on the settings page nor listed on the banner until then.
-NOT_YET = {"new_subscriptions"}
-OFFERED = {key: label for key, label in RESTRICTABLE.items() if key not in NOT_YET}
+# What the settings page offers, and what the banner lists: every action above ("new_subscriptions"
+# blocks the portal's self-checkout, R1).
+OFFERED = dict(RESTRICTABLE)
 
 # The same actions, as the client reads them ("Please pay … to <this> again.").
 _CLIENT_WORDS = {

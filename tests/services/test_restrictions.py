@@ -254,7 +254,7 @@ def test_blocked_actions_follow_the_settings_in_a_fixed_order(rule):
     assert restrictions.blocked_actions(rule) == [("payment_methods", "Add or remove payment methods"),
                                                   ("profile", "Change their portal profile")]
     rule.restrict_actions = ["profile", "autopay", "no_such_action", "new_subscriptions"]
-    assert [key for key, _ in restrictions.blocked_actions(rule)] == ["autopay", "profile"]  # not yet offered
+    assert [key for key, _ in restrictions.blocked_actions(rule)] == ["new_subscriptions", "autopay", "profile"]
     rule.restrict_actions = None
     assert restrictions.blocked_actions(rule) == []
 

@@ -3,7 +3,8 @@
 It speaks just enough of Stripe's v1 API, on 127.0.0.1, for the official
 ``stripe`` library to drive it through ``STRIPE_API_BASE``:
 
-    POST /v1/payment_intents                 amount, currency, metadata[..], payment_method_types[..]
+    POST /v1/payment_intents                 amount, currency, metadata[..], payment_method_types[..],
+                                             customer, setup_future_usage (off_session, on_session)
     GET  /v1/payment_intents/{id}            expand[]=payment_method
     POST /v1/payment_intents/{id}/confirm    payment_method=<one of TEST_PAYMENT_METHODS or a pm_ id>
     POST /v1/payment_intents/{id}/cancel
@@ -479,6 +480,10 @@ class FakeStripe:
         customer = params.get("customer")
         if customer and customer not in self.customers:
             raise _invalid(f"No such customer: '{customer}'", "resource_missing", "customer")
+        future_usage = params.get("setup_future_usage") or None
+        if future_usage not in (None, "off_session", "on_session"):
+            raise _invalid("Invalid setup_future_usage: must be one of off_session or on_session",
+                           "parameter_invalid_string", "setup_future_usage")
         confirm = params.get("confirm") == "true"
         off_session = params.get("off_session") in ("true", "one_off", "recurring")
         if off_session and not confirm:
@@ -505,6 +510,7 @@ class FakeStripe:
             "next_action": None,
             "payment_method": None,
             "payment_method_types": list(types),
+            "setup_future_usage": future_usage,
             "status": "requires_payment_method",
             "canceled_at": None,
             "cancellation_reason": None,
@@ -576,6 +582,10 @@ class FakeStripe:
             self._emit("payment_intent.payment_failed", self._render(pi))
             raise StripeApiError(402, {**error, "payment_intent": self._render(pi)}, save=True)
         pi["payment_method"] = pm["id"]
+        if pi.get("setup_future_usage") and pi["customer"] and not pm["customer"]:
+            # Stripe attaches the method a payment saves to the intent's customer once it goes through.
+            pm["customer"] = pi["customer"]
+            self._emit("payment_method.attached", json.loads(json.dumps(pm)))
         if spec.outcome == "processing":
             pi["status"] = "processing"
             self._emit("payment_intent.processing", self._render(pi))

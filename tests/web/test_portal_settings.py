@@ -70,9 +70,9 @@ def test_the_settings_page_offers_the_client_portal_settings(owner_client, busin
         assert f'name="{name}"' in body, name
     assert "Restrict clients with an invoice overdue more than (days)" in body
     assert "Paying is never blocked" in body
-    for label in ("Add or remove payment methods", "Turn autopay on or off", "Change their portal profile"):
+    for label in ("Start new subscriptions", "Add or remove payment methods", "Turn autopay on or off",
+                  "Change their portal profile"):  # R1: "start new subscriptions" blocks the portal's self-checkout
         assert label in body
-    assert "Start new subscriptions" not in body  # blocks nothing until subscriptions exist (R1)
     assert 'value="pay"' not in body
 
 

@@ -123,7 +123,7 @@ def test_a_restricted_client_sees_why_instead_of_the_blocked_controls(restricted
 
 # 10. Leftovers hidden until their issue ---------------------------------------------------------
 
-def test_no_uncollectible_chip_and_no_subscriptions_restriction_yet(studio, app, make):
+def test_no_uncollectible_chip_and_the_subscriptions_restriction_is_offered(studio, app, make):
     issue(studio.client)
     owner = staff_login(app, make)
     listing = owner.get("/staff/invoices").get_data(as_text=True)
@@ -131,7 +131,8 @@ def test_no_uncollectible_chip_and_no_subscriptions_restriction_yet(studio, app,
     assert "Uncollectible" not in listing and 'value="uncollectible"' not in listing
     settings = owner.get("/staff/settings").get_data(as_text=True)
     assert "Add or remove payment methods" in settings
-    assert "Start new subscriptions" not in settings and "new_subscriptions" not in settings
+    # R1: self-checkout exists, so staff may block it for restricted clients.
+    assert "Start new subscriptions" in settings and 'value="new_subscriptions"' in settings
 
 
 # 11. The Emails log -------------------------------------------------------------------------------

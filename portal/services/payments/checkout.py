@@ -1,6 +1,11 @@
 """Paying one invoice online (the guest page /pay/<token> and the portal's Pay): the attempt
 (``start_payment``, idempotency key ``invoice-<id>-attempt-<n>``), the sandbox's server-side
 confirmation, Stripe's Payment Element bootstrap, the return page's outcome.
+
+Paying the first invoice of a self-checkout subscription (R1) also saves the method it is paid with
+for the subscription's next cycles (``saves_method``): the intent is made on the client's gateway
+customer with ``save_method`` (Stripe's ``setup_future_usage=off_session``), and ``apply_intent``
+stores the method the succeeded intent saved as the client's default.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from portal.gateways import get_gateway
 from portal.gateways.base import (
     GatewayError,
 )
-from portal.models import Invoice, Payment
+from portal.models import Invoice, Payment, Subscription
 from portal.services import locks, payment_methods
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event
@@ -31,9 +36,29 @@ from portal.services.payments.outcomes import apply_intent, refresh_from_gateway
 GUEST = Actor("guest", None, "payer")
 
 
+def saves_method(invoice: Invoice) -> bool:
+    """Whether paying ``invoice`` saves the method for later off-session charges (R1 self-checkout:
+    "that card is saved for the next cycles"): an invoice of a subscription the client started
+    themselves with its autopay on, when it is the first invoice the checkout waits for, or when the
+    client has no saved method that autopay could charge (the first invoice after a trial)."""
+    if invoice.subscription_id is None:
+        return False
+    sub = db.session.get(Subscription, invoice.subscription_id)
+    if sub is None or not sub.self_checkout or sub.autopay is not True:
+        return False
+    if sub.status == "incomplete" and sub.held_invoice_id == invoice.id:
+        return True
+    return payment_methods.usable_method(invoice.client_id, invoice.currency) is None
+
+
 def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
     """The invoice's open payment attempt, created if there is none. Safe to call concurrently, and
     against every other way of paying the invoice (see ``clear_the_way``)."""
+    found = db.session.get(Invoice, invoice_id)
+    customer_id = None
+    if found is not None and saves_method(found):
+        # Before the invoice's lock: making the customer commits.
+        customer_id = payment_methods.ensure_customer(found.client_id)
     invoice = locks.invoice(invoice_id)
     try:
         refuse_unpayable(invoice)
@@ -56,6 +81,7 @@ def start_payment(invoice_id: int, actor: Actor = GUEST) -> Payment:
         intent = gateway.create_intent(
             invoice.amount_due, invoice.currency, key,
             {"invoice_id": str(invoice.id), "invoice_number": invoice.number or ""}, payment_methods.methods_for(invoice.currency),
+            **({"customer_id": customer_id, "save_method": True} if customer_id else {}),
         )
     except GatewayError as exc:
         db.session.rollback()
@@ -134,8 +160,9 @@ def checkout_options(invoice: Invoice) -> dict:
             "methods": payment_methods.methods_for(invoice.currency)}
 
 
-def pay_in_sandbox(invoice_id: int, method: str, number: str) -> Payment:
-    """Sandbox only: start (or reuse) the invoice's attempt and confirm it with a test card or account."""
+def pay_in_sandbox(invoice_id: int, method: str, number: str, expiry: str = "") -> Payment:
+    """Sandbox only: start (or reuse) the invoice's attempt and confirm it with a test card or account
+    (a card's ``expiry``, MM/YY, matters only to a payment that saves the card)."""
     invoice = db.session.get(Invoice, invoice_id)
     if invoice is None:
         raise NotFound("No such invoice.")
@@ -143,7 +170,9 @@ def pay_in_sandbox(invoice_id: int, method: str, number: str) -> Payment:
         raise ServiceError("Choose how you want to pay.", field="method")
     number = typed_number(method, number)
     payment = start_payment(invoice_id)
-    return confirm_in_sandbox(payment, f"{method}:{number}")
+    expiry = "".join((expiry or "")[:10].split())
+    typed = f"{method}:{number}:{expiry}" if method == "card" and expiry and saves_method(invoice) else f"{method}:{number}"
+    return confirm_in_sandbox(payment, typed)
 
 
 def guest_pay(invoice_id: int, method: str, number: str) -> dict | None:

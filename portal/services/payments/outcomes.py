@@ -1,11 +1,13 @@
 """From a gateway outcome to the books: ``apply_intent`` is the only way, idempotent and one-way (a
 succeeded payment never moves back). Succeeded money is settled over the invoices (``credits``);
 what is no longer due arrived late and is refunded by the ``refund_excess`` job (or, by setting,
-kept as credit); client and staff are told.
+kept as credit); client and staff are told. A succeeded intent that saved its method for later
+(``Intent.saved_method``: the first payment of a self-checkout subscription) stores that method as
+the client's default, once per intent.
 """
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal import clock
 from portal.extensions import db
@@ -18,11 +20,12 @@ from portal.gateways.base import (
     SUCCEEDED,
     Intent,
 )
-from portal.models import Invoice, Payment
+from portal.models import Invoice, Payment, PaymentMethod
 from portal.queues import enqueue_job
 from portal.services import credits, formats, locks
 from portal.services.errors import NotFound
 from portal.services.events import Actor, commit, record_event
+from portal.services.payment_methods import describe
 from portal.services.payments.notices import (
     email_client,
     email_owners,
@@ -53,6 +56,8 @@ def apply_intent(intent: Intent, actor: Actor = GATEWAY) -> Payment:
         payment.method = intent.payment_method_type
     if intent.status == SUCCEEDED:
         _succeed(payment, actor, invoices)
+        if intent.saved_method is not None:
+            _keep_saved_method(payment, intent, actor)
     elif intent.status == PROCESSING and before != "processing":
         payment.status = "processing"
         record_event("payment.processing", "invoice", payment.invoice_id, actor,
@@ -95,6 +100,31 @@ def _succeed(payment: Payment, actor: Actor, invoices: list[Invoice]) -> None:
         _late_excess(payment, invoices, actor, business)
     if invoices and (allocations or not payment.credited_amount):
         send_receipt(invoices[0], payment, invoices)
+
+
+def _keep_saved_method(payment: Payment, intent: Intent, actor: Actor) -> None:
+    """Store the method a succeeded payment saved at the gateway (``setup_future_usage``) as the
+    client's default, so autopay charges it off-session next time. Once per intent (its id is kept in
+    ``gateway_setup_id``, unique). Takes the client's lock (after the payment's, the usual order)."""
+    saved = intent.saved_method
+    client = locks.client(payment.client_id)
+    if db.session.scalar(select(PaymentMethod.id).where(PaymentMethod.gateway_setup_id == intent.id)) is not None:
+        return
+    db.session.execute(update(PaymentMethod).where(PaymentMethod.client_id == client.id,
+                                                   PaymentMethod.is_default.is_(True))
+                       .values(is_default=False).execution_options(synchronize_session=False))
+    row = PaymentMethod(
+        client_id=client.id, gateway=payment.gateway or get_gateway().name, gateway_method_id=saved.id,
+        gateway_setup_id=intent.id, type=saved.type, brand=saved.brand, last4=saved.last4,
+        exp_month=saved.exp_month, exp_year=saved.exp_year, bank_name=saved.bank_name, is_default=True,
+        created_at=clock.now(),
+    )
+    db.session.add(row)
+    db.session.flush()
+    record_event("payment_method.added", "client", client.id, actor,
+                 after={"payment_method_id": row.id, "default": True},
+                 data={"payment_method_id": row.id, "type": row.type, "description": describe(row),
+                       "payment_id": payment.id, "saved_by_payment": True})
 
 
 def _late_excess(payment: Payment, invoices: list[Invoice], actor: Actor, business) -> None:
