@@ -243,3 +243,39 @@ def test_the_next_billing_day_is_month_end_safe():
         date(2027, 1, 31), date(2027, 2, 28), date(2027, 3, 31), date(2028, 2, 29), date(2027, 12, 31)]
     assert settings.latest_billing_day(30, date(2027, 3, 29)) == date(2027, 2, 28)
     assert settings.latest_billing_day(1, date(2027, 3, 1)) == date(2027, 3, 1)
+
+
+def test_four_jobs_at_once_gather_once(app, acme, db_kind):
+    if db_kind != "postgresql":
+        pytest.skip("row locks under real concurrency are PostgreSQL's; SQLite serialises writers")
+    import threading
+
+    for name in ("Printing", "Courier", "Meeting room"):
+        add_charge(acme, name)
+    monthly(acme, 15, date(2027, 1, 3))
+    db.session.remove()
+    barrier = threading.Barrier(4)
+    results, errors = [], []
+
+    def job() -> None:
+        with app.app_context():
+            try:
+                with clock.frozen(at(date(2027, 1, 15))):
+                    barrier.wait(timeout=30)
+                    results.append(subscriptions.run_cycle(acme.id))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=job) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    [invoice] = invoices_of(acme.id)
+    assert len(invoice.lines) == 3 and invoice.sequence_number == 1
+    assert len(db.session.scalars(select(ClientCycle)).all()) == 1
+    assert db.session.get(Client, acme.id).next_cycle_on == date(2027, 2, 15)

@@ -16,7 +16,7 @@
 The names below are the package's public surface.
 """
 from portal.services.subscriptions.billing import Outcome, bill_subscription
-from portal.services.subscriptions.client_cycles import add_charge, describe_cycle, run_cycle
+from portal.services.subscriptions.client_cycles import add_charge, run_cycle
 from portal.services.subscriptions.client_cycles import tick_step as client_cycles_step
 from portal.services.subscriptions.manage import (
     AUTOPAY_CHOICES,
@@ -94,5 +94,5 @@ __all__ = [
     "FILTERS", "STATUS_LABELS", "checkout_link", "client_subscriptions", "item_values", "list_subscriptions",
     "plan_choices", "plan_rows", "price_label", "proration_preview", "runs_page", "status_label", "subscription_page",
     # client_cycles, notices
-    "add_charge", "client_cycles_step", "describe_cycle", "run_cycle", "send_notices", "upcoming_notices_step",
+    "add_charge", "client_cycles_step", "run_cycle", "send_notices", "upcoming_notices_step",
 ]

@@ -186,12 +186,3 @@ def add_charge(client: Client, values: dict, actor: Actor) -> tuple[Charge, Invo
     commit()
     return db.session.get(Charge, charge.id), invoice
 
-
-def describe_cycle(client: Client) -> str:
-    """"Monthly, on day 31 (the last day in shorter months)" for the client page."""
-    if client.billing_cycle != "monthly" or not client.billing_day:
-        return "None"
-    text = f"Monthly, on day {client.billing_day}"
-    if client.billing_day > 28:
-        text += " (the last day in shorter months)"
-    return text
