@@ -61,6 +61,23 @@ SERVICES = [
 ]
 
 
+# Recurring billing (R1): plans, and two subscriptions started the day the demo loads. Acme's bills on
+# the scheduler's first run (an invoice Ana sees in the portal); Northwind's waits for staff to make its
+# first invoice by hand (its page offers "Make the first invoice now"). Prices in EUR major units.
+PLANS = [
+    {"name": "Managed hosting", "description": "Hosting, backups and updates, billed monthly.", "unit_price": "25.00",
+     "unit": "month", "interval": "1", "service": "Website hosting"},
+    {"name": "Design retainer", "description": "Two design days a quarter, with a planning call.",
+     "unit_price": "1500.00", "unit": "month", "interval": "3", "setup_fee": "250.00"},
+    {"name": "Studio membership", "description": "A desk in the studio, coffee included.", "unit_price": "49.00",
+     "unit": "month", "interval": "1", "trial_days": "14", "self_serve": "y"},
+]
+SUBSCRIPTIONS = [
+    {"client": "Acme Robotics Ltd", "plan": "Managed hosting", "quantity": "2", "first_invoice": "auto"},
+    {"client": "Northwind Architects", "plan": "Design retainer", "quantity": "1", "first_invoice": "manual"},
+]
+
+
 def database_is_empty() -> bool:
     return not db.session.scalar(select(func.count()).select_from(StaffUser))
 
@@ -105,4 +122,23 @@ def load_demo() -> dict[str, tuple[str, str]]:
     db.session.flush()
     record_event("demo.loaded", "business", business.id, SYSTEM)
     commit()
+    _load_subscriptions(vat)
     return {"owner": OWNER, "staff": STAFF, "client": CLIENT}
+
+
+def _load_subscriptions(vat: TaxRate) -> None:
+    """The demo's plans and subscriptions, through the services that staff use (each commits)."""
+    from portal.services import subscriptions
+
+    services = {s.name: s.id for s in db.session.scalars(select(Service))}
+    plans = {}
+    for spec in PLANS:
+        values = {k: v for k, v in spec.items() if k != "service"}
+        values.update(currency=get_business().currency, tax_rate_id=str(vat.id),
+                      service_id=str(services.get(spec.get("service"), "")))
+        plans[spec["name"]] = subscriptions.create_plan(values, SYSTEM)
+    clients = {c.name: c for c in db.session.scalars(select(Client))}
+    for spec in SUBSCRIPTIONS:
+        subscriptions.create_subscription(clients[spec["client"]], {
+            "items": [{"plan_id": str(plans[spec["plan"]].id), "quantity": spec["quantity"]}],
+            "first_invoice": spec["first_invoice"]}, SYSTEM)

@@ -207,3 +207,19 @@ def test_a_plan_name_is_escaped(staff_client, business):
         page = text(staff_client.get(url))
         assert XSS not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_demo_has_plans_and_subscriptions(cli, app):
+    result = cli.invoke(args=["portal", "demo"])
+    assert result.exit_code == 0, result.output
+    from portal.services.demo import STAFF
+
+    browser = app.test_client()
+    assert post_form(browser, "/staff/login", {"email": STAFF[0], "password": STAFF[1]}).status_code == 302
+    page = text(browser.get("/staff/catalogue/plans"))
+    assert len(re.findall(r'<tr id="plan-\d+">', page)) == 3
+    assert "€1,500.00 every 3 months" in page and "/subscribe/" in page  # the self-serve plan's link
+    listing = text(browser.get("/staff/subscriptions"))
+    assert "Acme Robotics Ltd" in listing and "Northwind Architects" in listing
+    [manual] = re.findall(r'href="(/staff/subscriptions/\d+)">#', listing)[:1]
+    assert "Make the first invoice now" in text(browser.get(manual))
