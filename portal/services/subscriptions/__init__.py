@@ -11,11 +11,23 @@
 
 - ``client_cycles``: a client's monthly billing cycle (open charges gathered on its billing day, once)
   and extra charges invoiced at once;
-- ``notices``: the upcoming-invoice notice, once per period.
+- ``notices``: the upcoming-invoice notice, once per period;
+- ``checkout``: the portal's self-checkout (subscribe to a self-serve plan, pay the first invoice, the
+  card saved for the next cycles), and the client's own cancel at period end;
+- ``portal``: what the client portal reads (the client's subscriptions, plans on offer, a plan's page).
 
 The names below are the package's public surface.
 """
 from portal.services.subscriptions.billing import Outcome, bill_subscription
+from portal.services.subscriptions.checkout import (
+    CheckoutInvalid,
+    activate_if_paid,
+    cancel_at_period_end,
+    checkout_outcome,
+    drop_checkout,
+    pay_first_invoice,
+    start_self_checkout,
+)
 from portal.services.subscriptions.client_cycles import add_charge, run_cycle
 from portal.services.subscriptions.client_cycles import tick_step as client_cycles_step
 from portal.services.subscriptions.manage import (
@@ -65,6 +77,14 @@ from portal.services.subscriptions.plans import (
     set_plan_active,
     update_plan,
 )
+from portal.services.subscriptions.portal import (
+    pay_page,
+    plan_offer,
+    public_offer,
+    portal_subscription,
+    portal_subscriptions,
+    self_serve_plans,
+)
 from portal.services.subscriptions.runs import (
     BATCH_SIZE,
     batches,
@@ -95,4 +115,9 @@ __all__ = [
     "plan_choices", "plan_rows", "price_label", "proration_preview", "runs_page", "status_label", "subscription_page",
     # client_cycles, notices
     "add_charge", "client_cycles_step", "run_cycle", "send_notices", "upcoming_notices_step",
+]
+__all__ += [  # the portal's self-checkout and read side
+    "CheckoutInvalid", "activate_if_paid", "cancel_at_period_end", "checkout_outcome", "drop_checkout",
+    "pay_first_invoice", "pay_page", "plan_offer", "portal_subscription", "portal_subscriptions", "public_offer",
+    "self_serve_plans", "start_self_checkout",
 ]

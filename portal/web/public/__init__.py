@@ -64,3 +64,6 @@ def logo():
 @bp.get("/favicon.ico")
 def favicon():
     return redirect(url_for("static", filename="favicon.svg"), code=301)
+
+
+from portal.web.public import subscribe  # noqa: F401  (R1: the public checkout link)
