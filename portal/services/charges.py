@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import selectinload
 
 from portal.billing.invoice_math import Line, compute
@@ -179,3 +179,22 @@ def delete_charge(charge: Charge, actor: Actor) -> None:
     db.session.expunge(charge)
     record_event("charge.deleted", "charge", charge_id, actor, before=before, data={"client_id": client_id})
     commit()
+
+
+def claim_open(charge_ids) -> list[Charge]:
+    """Take the charges still open among ``charge_ids`` for an invoice being made: one conditional
+    UPDATE (``status = 'open'`` → ``drafted``) … RETURNING, so two paths billing a client at the same
+    moment (a subscription's cycle, a monthly gathering, "invoice at once", a staff draft) never put
+    one charge on two invoices: the second finds it taken and leaves it out. Oldest first. The caller
+    sets ``invoice_id`` and commits."""
+    ids = sorted(set(charge_ids))
+    if not ids:
+        return []
+    taken = db.session.scalars(update(Charge).where(Charge.id.in_(ids), Charge.status == "open")
+                               .values(status="drafted").returning(Charge.id)
+                               .execution_options(synchronize_session=False)).all()
+    if not taken:
+        return []
+    return list(db.session.scalars(select(Charge).where(Charge.id.in_(taken))
+                                   .order_by(Charge.created_at, Charge.id)
+                                   .execution_options(populate_existing=True)))

@@ -24,6 +24,7 @@ from portal.models import (
     TaxRate,
 )
 from portal.services.catalogue import MAX_UNIT_PRICE, parse_quantity
+from portal.services.charges import claim_open
 from portal.services.errors import ServiceError
 from portal.services.events import Actor, commit, record_event
 from portal.services.settings import get_business
@@ -189,10 +190,12 @@ def create_draft(client: Client, actor: Actor, charge_ids: list[int] | None = No
     db.session.add(invoice)
     db.session.flush()
     if charge_ids or all_open_charges:
-        query = select(Charge).where(Charge.client_id == client.id, Charge.status == "open")
+        query = select(Charge.id).where(Charge.client_id == client.id, Charge.status == "open")
         if not all_open_charges:
             query = query.where(Charge.id.in_(charge_ids or []))
-        charges = db.session.scalars(query.order_by(Charge.id)).all()
+        # Taken with a conditional UPDATE: a charge another invoice takes at the same moment is not
+        # put on this one too.
+        charges = claim_open(db.session.scalars(query))
         if not charges:
             db.session.rollback()
             raise ServiceError("There are no open charges to invoice.")
@@ -207,7 +210,6 @@ def create_draft(client: Client, actor: Actor, charge_ids: list[int] | None = No
                 unit_price=charge.unit_price, service_id=charge.service_id, charge_id=charge.id,
                 **tax_columns(charge.tax_rate),
             ))
-            charge.status = "drafted"
             charge.invoice_id = invoice.id
     recompute(invoice)
     record_event("invoice.created", "invoice", invoice.id, actor,

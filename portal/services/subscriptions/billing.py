@@ -40,7 +40,7 @@ from portal.models import (
     SubscriptionItem,
     SubscriptionPeriod,
 )
-from portal.services import autopay, invoices, locks
+from portal.services import autopay, charges, invoices, locks
 from portal.services.business import get_business
 from portal.services.events import Actor, commit, record_event, rollback
 from portal.services.payments import email_owners
@@ -124,6 +124,10 @@ def _bill_period(sub: Subscription, n: int, due_on: date, today: date, run_id: i
     changed = apply_pending_items(sub)
     p = period(sub, n)
     lines = lines_for(sub, n)
+    wanted = [spec.charge_id for spec in lines if spec.charge_id]
+    if wanted:  # the client's open charges: only those this invoice really takes (never two invoices)
+        taken = {charge.id for charge in charges.claim_open(wanted)}
+        lines = [spec for spec in lines if not spec.charge_id or spec.charge_id in taken]
     client = sub.client
     invoice = Invoice(client_id=client.id, status=states.DRAFT, subscription_id=sub.id,
                       **{**invoices.defaults(client, business), "currency": sub.currency})
@@ -141,8 +145,7 @@ def _bill_period(sub: Subscription, n: int, due_on: date, today: date, run_id: i
             period_end=spec.period.last_day if spec.period else None,
             **invoices.tax_columns(spec.tax_rate)))
         if spec.charge_id:
-            charge = db.session.get(Charge, spec.charge_id)
-            charge.status, charge.invoice_id = "drafted", invoice.id
+            db.session.get(Charge, spec.charge_id).invoice_id = invoice.id  # claimed above
         if spec.subscription_charge_id:
             db.session.get(SubscriptionCharge, spec.subscription_charge_id).invoice_id = invoice.id
     invoices.recompute(invoice)

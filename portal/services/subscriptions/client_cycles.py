@@ -127,19 +127,9 @@ def gather(client: Client, day: date) -> list[Invoice]:
 
 
 def _claim(ids_query) -> list[Charge]:
-    """Take the charges still open among ``ids_query``'s, with a conditional UPDATE (a charge another
+    """Take the charges still open among ``ids_query``'s (``charges.claim_open``: a charge another
     invoice took meanwhile is skipped), oldest first."""
-    ids = list(db.session.scalars(ids_query.order_by(Charge.id)))
-    if not ids:
-        return []
-    taken = db.session.scalars(update(Charge).where(Charge.id.in_(ids), Charge.status == "open")
-                               .values(status="drafted").returning(Charge.id)
-                               .execution_options(synchronize_session=False)).all()
-    if not taken:
-        return []
-    return list(db.session.scalars(select(Charge).where(Charge.id.in_(taken))
-                                   .order_by(Charge.created_at, Charge.id)
-                                   .execution_options(populate_existing=True)))
+    return charges.claim_open(db.session.scalars(ids_query))
 
 
 def invoice_charges(client: Client, claimed: list[Charge], actor: Actor, *, review: bool = False,
