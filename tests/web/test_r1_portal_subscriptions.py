@@ -95,7 +95,7 @@ def test_the_tab_lists_only_the_clients_own_subscriptions(studio, ana, make):
     assert page.status_code == 200
     words = text_of(page)
     assert 'aria-current="page">Subscriptions</a>' in page.get_data(as_text=True)
-    assert "Studio membership" in words and "Quantity 2" in words and "Active" in words
+    assert "Plan Studio membership × 2" in words and "Active" in words
     assert f"Next invoice {day(next_month())}: €200.00" in words
     assert "Charged to VISA •••• 4242" in words
     assert "Other Co's private plan" not in words
