@@ -292,3 +292,45 @@ def test_a_plan_name_is_escaped_everywhere(studio, ana, make):
         assert "<script>alert(1)" not in html and "<img src=x" not in html and "<b>bold</b>" not in html, url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, url
     assert re.search(r"&lt;script&gt;alert\(1\)", ana.get("/portal/subscriptions").get_data(as_text=True))
+
+
+class TestStripe:
+    """With Stripe: "Pay" mounts the Payment Element for an intent that saves the card, and its return
+    page (/portal/subscriptions/<id>/paid?payment_intent=…) books it and starts the subscription."""
+
+    @pytest.fixture
+    def fake(self):
+        from tests.support.fake_stripe import FakeStripe
+
+        server = FakeStripe().start()
+        yield server
+        server.stop()
+        assert server.errors == [], "the fake Stripe server raised:\n" + "\n".join(server.errors)
+
+    @pytest.fixture
+    def app_settings(self, smtp_server, fake) -> dict:
+        return {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": smtp_server.port, "STRIPE_SECRET_KEY": fake.secret_key,
+                "STRIPE_PUBLISHABLE_KEY": "pk_test_portal", "STRIPE_WEBHOOK_SECRET": "whsec_test",
+                "STRIPE_API_BASE": fake.url}
+
+    def test_the_payment_element_then_the_return_starts_the_subscription(self, studio, ana, fake):
+        from portal.gateways import get_gateway
+        from portal.models import Payment
+
+        sub = subscriptions.start_self_checkout(contact_row(studio), studio["plan"].id, "1")
+        page = ana.get(f"/portal/subscriptions/{sub.id}/pay")
+        assert "Pay €100.00 online" in text_of(page) and not fake.intents, "nothing is started by just looking"
+        started = post_form(ana, f"/portal/subscriptions/{sub.id}/pay", {"method": "card"})
+        assert started.status_code == 200
+        html = started.get_data(as_text=True)
+        [payment] = db.session.scalars(select(Payment)).all()
+        intent = fake.intents[payment.gateway_intent_id]
+        assert intent["setup_future_usage"] == "off_session" and intent["customer"]
+        assert f'data-client-secret="{intent["client_secret"]}"' in html
+        assert f'data-return-url="http://localhost/portal/subscriptions/{sub.id}/paid"' in html
+
+        get_gateway().confirm_intent(payment.gateway_intent_id, "pm_card_visa", "browser-confirm")  # Stripe.js
+        back = ana.get(f"/portal/subscriptions/{sub.id}/paid?payment_intent={payment.gateway_intent_id}"
+                       "&redirect_status=succeeded", follow_redirects=True)
+        assert "Your subscription is active" in text_of(back) and "Charged to VISA •••• 4242" in text_of(back)
+        assert ana.get(f"/portal/subscriptions/{sub.id}/paid?payment_intent=pi_not_ours").status_code == 404

@@ -10,7 +10,7 @@ own switch, else the client's; then the client's default method if it can pay th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -149,7 +149,6 @@ class Offer:
     first_amount: int | None = None    # what it comes to, setup fee and tax included
     then_amount: int | None = None     # each later cycle
     quantity: int = 1
-    errors: dict = field(default_factory=dict)
 
     @property
     def currency(self) -> str:
