@@ -11,6 +11,7 @@ import re
 from datetime import UTC, date, datetime
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
@@ -510,3 +511,71 @@ def test_a_plan_name_is_escaped_on_every_page(staff_client, acme, make):
         page = page_text(staff_client.get(url))
         assert XSS not in page, url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, url
+
+
+# Phones ------------------------------------------------------------------------------------------------
+
+FITS = """() => {
+  const out = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const box = el.getBoundingClientRect();
+    const spills = el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX === 'visible';
+    if (box.right > window.innerWidth + 0.5 || spills) {
+      out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + '.' + el.className + ' right=' + Math.round(box.right) + ' sw=' + el.scrollWidth + ' cw=' + el.clientWidth);
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, out: out.slice(0, 12)};
+}"""
+
+
+@pytest.mark.browser
+def test_every_page_fits_a_phone(page, live_server, business, make):
+    """Every new staff page at 375 px (and 1280 px) without sideways scrolling: wide tables scroll
+    inside their box, the page never does."""
+    from portal.models import BillingRun
+
+    long_name = "Acme Robotics and Industrial Automation Holdings Ltd"
+    acme = make.client(name=long_name, currency="EUR")
+    plan = make.plan("Coworking membership with meeting-room hours and a locker", "1249.99", setup_fee="250.00",
+                     trial_days=0, self_serve=True)
+    sub = make.subscription(acme, plan, start=date(2027, 3, 1), quantity="3")
+    bill(sub.id)
+    subscriptions.change_items(sub.id, [{"plan_id": str(plan.id), "quantity": "4"}], "renewal", STAFF)
+    row = db.session.get(Subscription, sub.id)
+    row.last_error, row.last_error_at = "TaxRateMissing: the tax rate of " + "a-very-long-word" * 8, NOW
+    db.session.add(BillingRun(trigger="staff", as_of=NOW, status="running", total=300, processed=120,
+                              invoices=118, caught_up=4, errors=2, started_at=NOW, heartbeat_at=NOW))
+    db.session.commit()
+    user = make.staff()
+    page.goto("/staff/login")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(user.plain_password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/staff/(\?.*)?$"))
+    paths = ["/staff/catalogue/plans", "/staff/catalogue/plans/new", f"/staff/catalogue/plans/{plan.id}/edit",
+             "/staff/subscriptions", f"/staff/clients/{acme.id}", f"/staff/clients/{acme.id}/subscriptions/new",
+             f"/staff/subscriptions/{sub.id}", f"/staff/subscriptions/{sub.id}/change", "/staff/billing-runs"]
+    too_wide = []
+    for width in (375, 1280):
+        page.set_viewport_size({"width": width, "height": 800})
+        for path in paths:
+            response = page.goto(path)
+            assert response is not None and response.status == 200, path
+            page.evaluate("document.querySelectorAll('main details').forEach(d => d.open = true)")
+            found = page.evaluate(FITS)
+            if found["scroll"] > found["inner"]:
+                too_wide.append(f"{path} at {width}: {found}")
+    assert not too_wide, "\n".join(too_wide)
+
+    # The change form: htmx previews the proration as it changes (nothing saved); the button still
+    # posts the change itself.
+    page.goto(f"/staff/subscriptions/{sub.id}/change")
+    page.wait_for_load_state("load")
+    page.get_by_label("Quantity 1").fill("5")
+    page.get_by_label("Quantity 1").dispatch_event("change")
+    expect(page.locator("#proration .proration-preview")).to_be_visible()
+    assert subs()[0].pending_items == [{"plan_id": plan.id, "quantity": "4"}]
+    page.get_by_label("At the next renewal").check()
+    page.get_by_role("button", name="Change plans").click()
+    page.wait_for_url(re.compile(rf"/staff/subscriptions/{sub.id}$"))
+    expect(page.locator("#pending-change")).to_contain_text("× 5")
