@@ -376,6 +376,13 @@ def test_cancel_at_period_end_then_keep(staff_client, acme, desk, make):
     assert row.cancel_at_period_end and row.ends_on == date(2027, 8, 10)
     page = text_of(staff_client.get(f"/staff/subscriptions/{sub.id}"))
     assert "Cancels at the end of the period" in page and "Set to cancel at the end of the period" in page
+    # Saving the settings form as the page shows it keeps the cancellation.
+    form = page_text(staff_client.get(f"/staff/subscriptions/{sub.id}"))
+    typed = dict(re.findall(r'<input[^>]*name="(ends_on|max_cycles|autopay_days_before)"[^>]*value="([^"]*)"', form))
+    assert typed["ends_on"] == "2027-08-10"
+    assert post_form(staff_client, f"/staff/subscriptions/{sub.id}/settings",
+                     {"autopay": "", "autopay_timing": "", **typed}).status_code == 303
+    assert subs()[0].cancel_at_period_end
     assert post_form(staff_client, f"/staff/subscriptions/{sub.id}/keep").status_code == 303
     [row] = subs()
     assert not row.cancel_at_period_end and row.ends_on is None

@@ -102,7 +102,8 @@ def _page(sub_id: str, status: int = 200, **forms):
     settings_form = forms.get("settings_form") or SubscriptionSettingsForm(formdata=None, data={
         "autopay": {None: "", True: "on", False: "off"}[sub.autopay], "autopay_timing": sub.autopay_timing or "",
         "autopay_days_before": "" if sub.autopay_days_before is None else str(sub.autopay_days_before),
-        "ends_on": sub.ends_on.isoformat() if sub.ends_on and not sub.cancel_at_period_end else "",
+        # As it is, even when a cancellation at period end set it: a blank end date would undo that.
+        "ends_on": sub.ends_on.isoformat() if sub.ends_on else "",
         "max_cycles": "" if sub.max_cycles is None else str(sub.max_cycles)})
     return render("staff/subscriptions/show.html", page=page, sub=sub, client=page.client,
                   settings_form=settings_form, cancel_form=forms.get("cancel_form") or CancelForm(formdata=None),
