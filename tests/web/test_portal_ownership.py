@@ -12,7 +12,16 @@ from sqlalchemy import func, select
 
 from portal import clock
 from portal.extensions import db
-from portal.models import CreditEntry, CreditNote, Invoice, Payment, PaymentMethod, Refund, UserSession
+from portal.models import (
+    CreditEntry,
+    CreditNote,
+    Invoice,
+    Payment,
+    PaymentMethod,
+    Refund,
+    Subscription,
+    UserSession,
+)
 from portal.services.events import Actor
 from tests.support import make
 from tests.support.web import csrf_token
@@ -55,6 +64,8 @@ def fingerprint() -> tuple:
         db.session.scalar(select(func.count()).select_from(CreditEntry)),
         db.session.scalar(select(func.count()).select_from(Refund)),
         tuple(db.session.execute(select(UserSession.id, UserSession.ended_at).order_by(UserSession.id)).all()),
+        tuple(db.session.execute(select(Subscription.id, Subscription.status, Subscription.cancel_at_period_end)
+                                 .order_by(Subscription.id)).all()),
     )
 
 
@@ -72,6 +83,15 @@ def world(make, client, auth):
     other = make.client(name="Other Co", contacts=[{"name": "Olu", "email": "olu@other.example",
                                                     "receives_invoices": True}])
     theirs = records_of(other)
+    # R1: a self-serve plan is anyone's to open, a staff-only one is no one's; a subscription is its client's
+    # (each a checkout waiting for its first payment, so its payment page exists).
+    from portal.services import subscriptions
+
+    offered = make.plan(name="Studio membership", self_serve=True)
+    mine["plan_id"] = offered.id
+    theirs["plan_id"] = make.plan(name="Staff only").id
+    mine["subscription_id"] = subscriptions.start_self_checkout(contact, offered.id, "1").id
+    theirs["subscription_id"] = subscriptions.start_self_checkout(other.contacts[0], offered.id, "1").id
     assert auth.login_contact().status_code == 302
     return {"contact": contact, "mine": mine, "theirs": theirs}
 
@@ -110,7 +130,9 @@ def test_every_portal_route_with_an_id_is_404_for_another_clients_records(app, c
                      "/portal/payments/<int:payment_id>/receipt", "/portal/payments/<int:payment_id>/receipt.pdf",
                      "/portal/payment-methods/<int:method_id>/remove",
                      "/portal/payment-methods/<int:method_id>/default",
-                     "/portal/credit-notes/<int:credit_note_id>/pdf"):
+                     "/portal/credit-notes/<int:credit_note_id>/pdf",
+                     "/portal/subscriptions/<int:subscription_id>/pay", "/portal/subscriptions/<int:subscription_id>/cancel",
+                     "/portal/subscriptions/plans/<int:plan_id>"):
         assert expected in endpoints, expected
 
 
