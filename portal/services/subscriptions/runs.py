@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from portal import clock
 from portal.billing import states
@@ -44,16 +44,21 @@ RUNS_PAGE_SIZE = 25
 
 
 def due_ids(at: datetime, limit: int = MAX_PER_RUN) -> list[tuple[int, int]]:
-    """(subscription id, next period) of every subscription with something to bill as of ``at``."""
+    """(subscription id, next period) of every subscription with something to bill as of ``at``: an
+    active one whose next invoice day has come, and a held one whose held invoice is settled (it is
+    active again at once, and bills what it held back, if anything is due)."""
     today = today_at(at)
     held = Invoice.__table__.alias("held")
     settled = or_(held.c.id.is_(None), held.c.status.not_in(states.PAYABLE), held.c.amount_due <= 0)
-    query = (select(Subscription.id, Subscription.next_period)
-             .outerjoin(held, held.c.id == Subscription.held_invoice_id)
-             .where(Subscription.next_invoice_on <= today,
-                    or_(Subscription.status.in_(ACTIVE), and_(Subscription.status.in_(HELD), settled)))
-             .order_by(Subscription.id).limit(limit))
-    return [(row[0], row[1]) for row in db.session.execute(query)]
+    due = (select(Subscription.id, Subscription.next_period)
+           .where(Subscription.next_invoice_on <= today, Subscription.status.in_(ACTIVE))
+           .order_by(Subscription.id).limit(limit))
+    released = (select(Subscription.id, Subscription.next_period)
+                .outerjoin(held, held.c.id == Subscription.held_invoice_id)
+                .where(Subscription.status.in_(HELD), settled)
+                .order_by(Subscription.id).limit(limit))
+    rows = {row[0]: row[1] for query in (due, released) for row in db.session.execute(query)}
+    return sorted(rows.items())[:limit]
 
 
 def batch_job_id(batch: list[tuple[int, int]]) -> str:
