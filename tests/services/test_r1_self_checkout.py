@@ -356,3 +356,22 @@ def test_a_sandbox_payment_of_an_ordinary_invoice_saves_nothing(studio):
     payments.pay_in_sandbox(invoice.id, "card", VISA, "12/34")
     assert db.session.get(Invoice, invoice.id).status == "paid"
     assert count(PaymentMethod) == 0
+
+
+def test_a_business_that_reviews_recurring_invoices_still_issues_the_checkouts_first_invoice(studio):
+    make.business(review_recurring_invoices=True)
+    with clock.frozen(JUN_1):
+        sub = subscriptions.start_self_checkout(contact_of(studio), studio["plan_id"], "1")
+    [first] = invoices_of(studio["client_id"])
+    assert first.status == "open" and first.number and sub.status == "incomplete" and sub.held_invoice_id == first.id
+
+
+def test_credit_that_covers_the_first_invoice_starts_the_subscription_at_once(studio):
+    from portal.services import credits
+
+    credits.add_credit(studio["client_id"], "500.00", "EUR", "Goodwill", make.STAFF)
+    with clock.frozen(JUN_1):
+        sub = subscriptions.start_self_checkout(contact_of(studio), studio["plan_id"], "1")
+    [first] = invoices_of(studio["client_id"])
+    assert (first.status, first.amount_due) == ("paid", 0)
+    assert (sub.status, sub.held_invoice_id, sub.autopay) == ("active", None, True)
