@@ -6,8 +6,8 @@ engine and connections), for the tests of two runs at once and of a worker kille
                                                              "2030-03-01T10:00:00+00:00"))
 
 ``bill_run`` does what ``flask portal bill`` does (start a run as of the moment, bill its batches in
-this process), optionally in batches of ``batch_size``, after waiting at ``barrier`` (so two runs read
-the same due subscriptions), and optionally dies (``os._exit``, no cleanup, mid-transaction) when it
+this process), optionally in batches of ``batch_size`` (the last batch first with ``reverse``), after
+waiting at ``barrier`` (so two runs read the same due subscriptions), and optionally dies (``os._exit``, no cleanup, mid-transaction) when it
 is about to number the invoice after the first ``die_after_numbers`` ones.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _die_when_numbering_past(limit: int) -> None:
 
 
 def bill_run(database_url: str, redis_url: str, instance: str, at: str, batch_size: int | None = None,
-             barrier=None, die_after_numbers: int | None = None, results=None) -> None:
+             barrier=None, die_after_numbers: int | None = None, results=None, reverse: bool = False) -> None:
     from tests.support.apps import make_app
 
     app = make_app(database_url, redis_url, Path(instance),
@@ -62,7 +62,8 @@ def bill_run(database_url: str, redis_url: str, instance: str, at: str, batch_si
             if barrier is not None:
                 barrier.wait(timeout=60)
             if run is not None:
-                for batch in runs.batches(due, batch_size or runs.BATCH_SIZE):
+                batches = runs.batches(due, batch_size or runs.BATCH_SIZE)
+                for batch in reversed(batches) if reverse else batches:
                     done = runs.bill_batch(run.id, [s for s, _ in batch], moment)
                     totals = {k: totals[k] + done[k] for k in totals}
         if results is not None:
