@@ -317,8 +317,18 @@ def describe(event: Event, numbers: dict[int, str], plan_names: dict[int, str] |
         parts = [(f"Caught up {_plural(int(d.get('periods') or 0), 'period')}", None)]
     elif kind == "subscription.past_due":
         parts = [("Past due: the charge for ", None), *link, (" failed", None)]
+    elif kind == "subscription.reactivated" and (event.before or {}).get("status") == "incomplete":
+        parts = [("Started: the first invoice", None)] + ([(" ", None), *link] if invoice_id else []) + \
+            [(" is paid", None)]
     elif kind == "subscription.reactivated":
         parts = [("Active again", None)] + ([(": ", None), *link, (" is settled", None)] if invoice_id else [])
+    elif kind == "subscription.self_checkout":
+        parts = [("Self-checkout by the client", None)] + \
+            ([(": waiting for the first invoice ", None), *link, (" to be paid", None)]
+             if (event.after or {}).get("status") == "incomplete" and invoice_id else [])
+    elif kind == "subscription.upcoming_notice":
+        parts = [("Upcoming-invoice email sent", None)]
+        detail = f"for the invoice of {_day(d['invoice_on'])}" if d.get("invoice_on") else None
     elif kind == "subscription.paused":
         parts = [("Paused", None)]
     elif kind == "subscription.resumed":
