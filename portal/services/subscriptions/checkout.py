@@ -29,8 +29,11 @@ subscription is NotFound.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlalchemy import select
 
+from portal import clock
 from portal.billing import states
 from portal.extensions import db
 from portal.models import Client, Contact, Invoice, Plan, Subscription, SubscriptionItem
@@ -268,3 +271,40 @@ def drop_checkout(contact: Contact, subscription_id) -> Subscription:
         raise ServiceError("A payment for this invoice is on its way or made: the checkout can't be dropped now.")
     invoices.void(locked, actor, "Self-checkout dropped before the first payment.")  # same lock, commits
     return manage.cancel(sub.id, "now", actor)
+
+
+# Checkouts left unpaid ------------------------------------------------------------------------------
+
+CHECKOUT_EXPIRES = timedelta(days=2)
+EXPIRER = Actor("system", None, "checkout expiry")
+
+
+def expire_checkouts(at: datetime) -> int:
+    """The tick's sweep: a self-checkout whose first invoice is still unpaid ``CHECKOUT_EXPIRES``
+    after it started is dropped (invoice voided, subscription cancelled), as Stripe expires an
+    incomplete subscription: an abandoned checkout neither goes overdue nor restricts the client.
+    One with money on its way waits. Returns how many were dropped."""
+    ids = db.session.scalars(select(Subscription.id).where(
+        Subscription.status == "incomplete", Subscription.self_checkout.is_(True),
+        Subscription.created_at < clock.as_utc(at) - CHECKOUT_EXPIRES).order_by(Subscription.id).limit(500)).all()
+    rollback()
+    return sum(expire_checkout(subscription_id) for subscription_id in ids)
+
+
+def expire_checkout(subscription_id: int) -> bool:
+    sub = db.session.get(Subscription, subscription_id)
+    invoice = waiting_invoice(sub) if sub is not None and sub.self_checkout else None
+    if invoice is None:
+        rollback()
+        return False
+    locked = locks.invoice(invoice.id)
+    if payments.money_on_its_way(locked) or locked.amount_paid or locked.credit_applied \
+            or locked.status not in states.PAYABLE:
+        rollback()
+        return False
+    invoices.void(locked, EXPIRER, f"Self-checkout not paid within {CHECKOUT_EXPIRES.days} days.")  # commits
+    manage.cancel(subscription_id, "now", EXPIRER)
+    record_event("subscription.checkout_expired", "subscription", subscription_id, EXPIRER,
+                 data={"invoice_id": invoice.id, "number": invoice.number})
+    commit()
+    return True

@@ -326,6 +326,8 @@ def describe(event: Event, numbers: dict[int, str], plan_names: dict[int, str] |
         parts = [("Self-checkout by the client", None)] + \
             ([(": waiting for the first invoice ", None), *link, (" to be paid", None)]
              if (event.after or {}).get("status") == "incomplete" and invoice_id else [])
+    elif kind == "subscription.checkout_expired":
+        parts = [("Checkout expired: ", None), *link, (" was not paid within two days and is cancelled", None)]
     elif kind == "subscription.upcoming_notice":
         parts = [("Upcoming-invoice email sent", None)]
         detail = f"for the invoice of {_day(d['invoice_on'])}" if d.get("invoice_on") else None

@@ -9,8 +9,9 @@ counts to the run's row with one UPDATE; the last one marks it done. A run that 
 ``STALE_AFTER`` (a killed worker) is marked interrupted, and the next tick starts a new run, which
 bills only what is still due: the periods are the record, not the run.
 
-The step also ends subscriptions whose term is over, and marks past due those whose cycle
-invoice's automatic charge failed (when the charge ran outside a run: the tick's autopay step).
+The step also ends subscriptions whose term is over, marks past due those whose cycle invoice's
+automatic charge failed (when the charge ran outside a run: the tick's autopay step), and drops
+self-checkouts left unpaid for two days (``checkout.expire_checkouts``).
 """
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ from portal.queues import enqueue_job
 from portal.services import locks
 from portal.services.events import commit, rollback
 from portal.services.paging import Page
-from portal.services.subscriptions import bulk
+from portal.services.subscriptions import bulk, checkout
 from portal.services.subscriptions.billing import (
     ACTIVE,
     HELD,
     bill_subscription,
     finish,
     held_by_failure,
+    term_over,
     today_at,
 )
 
@@ -156,17 +158,21 @@ def tick_step(at: datetime) -> int:
     is going. Returns how many subscriptions were handed to the workers."""
     end_terms(at)
     flag_failures(at)
+    checkout.expire_checkouts(at)
     return enqueue_run(at, "tick")
 
 
 def end_terms(at: datetime) -> int:
+    """End the subscriptions whose term is over (``billing.term_over``). An active one with a period
+    of its term still to bill is left to the run, which bills it and then ends it."""
     today = today_at(at)
     ids = db.session.scalars(select(Subscription.id).where(
-        Subscription.ends_on <= today, Subscription.status.in_(ACTIVE + HELD + ("paused",)))
+        Subscription.ends_on <= today, Subscription.status.in_(ACTIVE + HELD + ("paused",)),
+        or_(Subscription.next_invoice_on.is_(None), Subscription.status.not_in(ACTIVE)))
         .order_by(Subscription.id).limit(5000)).all()
     for subscription_id in ids:
         sub = locks.subscription(subscription_id)
-        if sub.ends_on is not None and sub.ends_on <= today and sub.status in ACTIVE + HELD + ("paused",):
+        if sub.status in ACTIVE + HELD + ("paused",) and term_over(sub, today):
             finish(sub, today)
         commit()
     rollback()
