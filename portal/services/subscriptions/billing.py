@@ -195,17 +195,26 @@ def apply_pending_items(sub: Subscription) -> bool:
 
 
 def _settle_schedule(sub: Subscription, today: date) -> None:
-    """Keep ``next_invoice_on`` true, and end a subscription whose term is over (``ends_on`` is the
-    term's end: an end date, the end of the last of ``max_cycles`` periods, or the end of the period
-    in which the subscription was cancelled at period end)."""
+    """Keep ``next_invoice_on`` true, and end a subscription whose term is over (``term_over``;
+    ``ends_on`` is the term's end: an end date, the end of the last of ``max_cycles`` periods, or the
+    end of the period in which the subscription was cancelled at period end)."""
     live = sub.status in ACTIVE + HELD + ("paused",)
     expected = next_invoice_on(sub, sub.next_period) if live else None
     if sub.next_invoice_on != expected:
         sub.next_invoice_on = expected
     if live and sub.ends_on is None and sub.max_cycles is not None and sub.next_period >= sub.max_cycles:
         sub.ends_on = period(sub, sub.max_cycles - 1).end
-    if live and sub.ends_on is not None and sub.ends_on <= today:
+    if live and term_over(sub, today):
         finish(sub, today)
+
+
+def term_over(sub: Subscription, today: date) -> bool:
+    """Whether a live subscription's term is over: its end has come and nothing inside the term is left
+    to bill. An active one whose end passed during downtime first bills the periods that start before
+    the end (the run's catch-up), then ends; a paused or held one ends on the day."""
+    if sub.ends_on is None or sub.ends_on > today:
+        return False
+    return sub.status not in ACTIVE or next_invoice_on(sub, sub.next_period) is None
 
 
 def finish(sub: Subscription, today: date) -> None:

@@ -25,7 +25,14 @@ from portal.billing.invoice_math import Line, compute
 from portal.billing.invoice_math import TaxRate as TaxRule
 from portal.billing.money import MoneyError, parse_decimal
 from portal.extensions import db
-from portal.models import Client, Invoice, Plan, Subscription, SubscriptionCharge, SubscriptionItem
+from portal.models import (
+    Client,
+    Invoice,
+    Plan,
+    Subscription,
+    SubscriptionCharge,
+    SubscriptionItem,
+)
 from portal.services import credit_notes, credits, locks
 from portal.services.business import get_business
 from portal.services.errors import NotFound, ServiceError
@@ -274,11 +281,13 @@ def invoice_first_period(subscription_id: int, actor: Actor) -> Invoice | None:
 # Change ---------------------------------------------------------------------------------------------
 
 def current_period(sub: Subscription, today: date) -> cycles.Period | None:
-    """The period already billed that contains ``today`` (None if none)."""
-    if sub.next_period <= 0:
+    """The period that contains ``today``, if it was billed (None if not: not yet, or skipped while
+    paused)."""
+    n = cycles.index_on(sub.anchor, sub.unit, sub.interval, today)
+    if n < 0 or n >= sub.next_period or sub.id is None:
         return None
-    p = period(sub, sub.next_period - 1)
-    return p if p.start <= today < p.end else None
+    p = period(sub, n)
+    return p if _period_invoice_id(sub, p) is not None else None
 
 
 def _net(quantity: Decimal, unit_price: int) -> int:
@@ -441,7 +450,7 @@ def cancel(subscription_id: int, when: str, actor: Actor, credit_unused: bool = 
         sub.pending_items = None
         record_event("subscription.cancel_scheduled", "subscription", sub.id, actor,
                      data={"ends_on": sub.ends_on.isoformat()})
-        if sub.ends_on <= today:
+        if billing.term_over(sub, today):
             billing.finish(sub, today)
         else:
             sub.next_invoice_on = next_invoice_on(sub, sub.next_period)
