@@ -550,3 +550,45 @@ def test_a_past_start_bills_the_backlog_or_starts_today_as_asked(make, acme, des
     tick(cli, at(date(2030, 3, 10)))
     assert service_periods(backlog.id) == [month(1, 1), month(1, 2), month(1, 3)]
     assert service_periods(today.id) == [month(10, 3)]
+
+
+def test_a_fixed_term_ending_during_downtime_still_bills_its_last_periods(make, acme, desk, cli):
+    """Down from Jan 2 to Mar 20, past the end date (Mar 15): the run after bills February and March
+    (both start before the end) once, then the subscription ends; the end is not decided first."""
+    sub = start(make, acme, desk, date(2030, 1, 1), ends_on="2030-03-15")
+    tick(cli, at(date(2030, 1, 1)))
+    tick(cli, at(date(2030, 3, 20)))
+    assert service_periods(sub.id) == [month(1, 1), month(1, 2), month(1, 3)]
+    assert sub_row(sub.id).status == "ended"
+    tick(cli, at(date(2030, 5, 1)))
+    assert len(invoices_of(sub.id)) == 3
+
+
+def test_cancel_at_period_end_during_downtime_still_bills_the_period_under_way(make, acme, desk, cli):
+    with clock.frozen(at(date(2030, 1, 1), 9)):
+        sub = make.subscription(acme, desk, start=date(2030, 1, 1), first_invoice="manual")
+    with clock.frozen(at(date(2030, 1, 3))):
+        subscriptions.invoice_first_period(sub.id, STAFF)
+    with clock.frozen(at(date(2030, 2, 2))):
+        subscriptions.cancel(sub.id, "period_end", STAFF)
+    tick(cli, at(date(2030, 3, 10)))  # down from Feb 2 to Mar 10: February (invoiced Feb 3) is still billed
+    assert service_periods(sub.id) == [month(1, 1), month(1, 2)]
+    assert sub_row(sub.id).status == "cancelled"
+
+
+def test_no_proration_for_a_period_skipped_while_paused(make, acme, desk, cli):
+    """Resumed on Mar 10, March was skipped (not billed): a change on Mar 15 prorates nothing."""
+    sub = start(make, acme, desk, date(2030, 1, 1))
+    tick(cli, at(date(2030, 1, 1)))
+    with clock.frozen(at(date(2030, 1, 10))):
+        subscriptions.pause(sub.id, STAFF)
+    with clock.frozen(at(date(2030, 3, 10))):
+        subscriptions.resume(sub.id, STAFF)
+    with clock.frozen(at(date(2030, 3, 15))):
+        assert subscriptions.proration(sub_row(sub.id), [], date(2030, 3, 15)) == []
+        subscriptions.change_items(sub.id, [{"plan_id": str(desk.id), "quantity": "3"}], "now", STAFF)
+    [changed] = events(sub.id, "subscription.changed")
+    assert changed.data["proration"] == []
+    tick(cli, at(date(2030, 4, 1)))
+    april = invoices_of(sub.id)[-1]
+    assert [(ln.description, ln.quantity) for ln in april.lines] == [("Hot desk (1 Apr – 30 Apr 2030)", 3)]
