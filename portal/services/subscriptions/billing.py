@@ -89,7 +89,7 @@ def bill_subscription(subscription_id: int, at: datetime | None = None, run_id: 
         n = sub.next_period
         due_on = invoice_date(sub, n)
         if sub.status not in ACTIVE or due_on is None or due_on > today or next_invoice_on(sub, n) is None:
-            _settle_schedule(sub, today)
+            settle_schedule(sub, today)
             commit()
             break
         if last_tried == n:  # the same period refused twice: leave it to the next run
@@ -168,7 +168,7 @@ def _bill_period(sub: Subscription, n: int, due_on: date, today: date, run_id: i
                  data={"period_index": n, "period": p.label(), "invoice_id": invoice.id, "number": invoice.number,
                        "total": invoice.total, "currency": invoice.currency, "late": due_on < today,
                        "draft": invoice.status == states.DRAFT, "items_changed": changed, "run_id": run_id})
-    _settle_schedule(sub, today)
+    settle_schedule(sub, today)
     return invoice
 
 
@@ -194,7 +194,7 @@ def apply_pending_items(sub: Subscription) -> bool:
     return True
 
 
-def _settle_schedule(sub: Subscription, today: date) -> None:
+def settle_schedule(sub: Subscription, today: date) -> None:
     """Keep ``next_invoice_on`` true, and end a subscription whose term is over (``term_over``;
     ``ends_on`` is the term's end: an end date, the end of the last of ``max_cycles`` periods, or the
     end of the period in which the subscription was cancelled at period end)."""
@@ -202,8 +202,10 @@ def _settle_schedule(sub: Subscription, today: date) -> None:
     expected = next_invoice_on(sub, sub.next_period) if live else None
     if sub.next_invoice_on != expected:
         sub.next_invoice_on = expected
-    if live and sub.ends_on is None and sub.max_cycles is not None and sub.next_period >= sub.max_cycles:
-        sub.ends_on = period(sub, sub.max_cycles - 1).end
+    if live and sub.max_cycles is not None and sub.next_period >= sub.max_cycles:
+        last = period(sub, sub.max_cycles - 1).end  # the term ends with its last cycle, if not before
+        if sub.ends_on is None or last < sub.ends_on:
+            sub.ends_on = last
     if live and term_over(sub, today):
         finish(sub, today)
 

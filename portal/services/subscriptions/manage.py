@@ -401,7 +401,8 @@ def pause(subscription_id: int, actor: Actor) -> Subscription:
 
 def resume(subscription_id: int, actor: Actor) -> Subscription:
     """Billing resumes with the first period that starts on or after today; the periods that began
-    while paused are not billed (the timeline says how many)."""
+    while paused are not billed (the timeline says how many). A subscription whose term is over by
+    then (its last cycle skipped, or its end passed) ends."""
     sub = locks.subscription(subscription_id)
     if sub.status != "paused":
         rollback()
@@ -422,6 +423,7 @@ def resume(subscription_id: int, actor: Actor) -> Subscription:
                  before={"status": "paused"}, after={"status": sub.status},
                  data={"skipped_periods": skipped, "next_period": sub.next_period,
                        "next_invoice_on": sub.next_invoice_on.isoformat() if sub.next_invoice_on else None})
+    billing.settle_schedule(sub, today)  # skipped past its last cycle, or past its end: it ends now
     commit()
     return sub
 
