@@ -592,3 +592,38 @@ def test_no_proration_for_a_period_skipped_while_paused(make, acme, desk, cli):
     tick(cli, at(date(2030, 4, 1)))
     april = invoices_of(sub.id)[-1]
     assert [(ln.description, ln.quantity) for ln in april.lines] == [("Hot desk (1 Apr – 30 Apr 2030)", 3)]
+
+
+def test_resumed_past_its_last_cycle_a_subscription_ends(make, acme, desk, cli):
+    """Two cycles (January, February); paused in January, resumed in March: nothing is left to bill
+    and the term is over, so it ends at once instead of staying active with nothing ever due."""
+    sub = start(make, acme, desk, date(2030, 1, 1), max_cycles=2)
+    tick(cli, at(date(2030, 1, 1)))
+    with clock.frozen(at(date(2030, 1, 10))):
+        subscriptions.pause(sub.id, STAFF)
+    with clock.frozen(at(date(2030, 2, 10))):
+        subscriptions.resume(sub.id, STAFF)  # February is skipped; the term still runs to Mar 1
+        subscriptions.pause(sub.id, STAFF)
+    row = sub_row(sub.id)
+    assert (row.status, row.next_invoice_on, row.ends_on) == ("paused", None, date(2030, 3, 1))
+    with clock.frozen(at(date(2030, 3, 10))):
+        subscriptions.resume(sub.id, STAFF)
+    row = sub_row(sub.id)
+    assert (row.status, row.next_invoice_on) == ("ended", None)
+    assert len(events(sub.id, "subscription.ended")) == 1
+    tick(cli, at(date(2030, 4, 1)))
+    assert service_periods(sub.id) == [month(1, 1)]
+
+
+def test_cancel_at_period_end_after_the_last_cycle_ends_with_that_cycle(make, acme, cli):
+    """One weekly cycle (Jan 1–7) whose invoice waits for the next run; cancelled at period end on
+    Jan 17 (the week under way ends Jan 22): billed once, then over with its last cycle."""
+    weekly = make.plan("Coaching", "30.00", unit="week")
+    with clock.frozen(at(date(2030, 1, 17), 9)):
+        sub = make.subscription(acme, weekly, start=date(2030, 1, 1), max_cycles=1)
+    with clock.frozen(at(date(2030, 1, 17))):
+        subscriptions.cancel(sub.id, "period_end", STAFF)
+    tick(cli, at(date(2030, 1, 18)))
+    assert [p.period_start for p in periods_of(sub.id)] == [date(2030, 1, 1)]
+    row = sub_row(sub.id)
+    assert (row.status, row.ends_on) == ("cancelled", date(2030, 1, 8))
