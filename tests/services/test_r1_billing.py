@@ -36,6 +36,7 @@ from portal.services.subscriptions import PlanInvalid, SubscriptionInvalid, runs
 from tests.support import billing_procs
 from tests.support.jobs import tick
 from tests.support.make import STAFF
+from tests.support.web import text_of
 
 
 @pytest.fixture
@@ -122,7 +123,8 @@ def count_rows(*models) -> tuple[int, ...]:
 
 # Catch-up ----------------------------------------------------------------------------------------
 
-def test_a_tick_95_days_after_the_last_bills_each_missed_period_once_in_order(make, acme, desk, cli):
+def test_a_tick_95_days_after_the_last_bills_each_missed_period_once_in_order(make, acme, desk, cli,
+                                                                            staff_client):
     sub = start(make, acme, desk, date(2030, 1, 15))
     tick(cli, at(date(2030, 1, 15)))
     assert service_periods(sub.id) == [month(15, 1)]
@@ -140,6 +142,7 @@ def test_a_tick_95_days_after_the_last_bills_each_missed_period_once_in_order(ma
         (3, date(2030, 4, 15), True)]
     [caught_up] = events(sub.id, "subscription.caught_up")
     assert caught_up.data["periods"] == 3
+    assert "Caught up 3 periods" in text_of(staff_client.get(f"/staff/subscriptions/{sub.id}"))
     fresh()
     run = db.session.scalars(select(BillingRun).order_by(BillingRun.id.desc())).first()
     assert (run.status, run.total, run.processed, run.invoices, run.caught_up, run.errors) == (
@@ -218,7 +221,7 @@ def test_a_billing_process_killed_mid_run_leaves_no_trace_and_the_rerun_bills_on
 
 
 def test_an_error_on_one_subscription_is_recorded_shown_and_retried_while_the_run_goes_on(
-        make, acme, desk, cli, monkeypatch):
+        make, acme, desk, cli, monkeypatch, staff_client):
     good = start(make, acme, desk, date(2030, 2, 1))
     bad = start(make, make.client("Bravo", currency="EUR"), desk, date(2030, 2, 1))
     other = start(make, make.client("Charlie", currency="EUR"), desk, date(2030, 2, 1))
@@ -239,6 +242,8 @@ def test_an_error_on_one_subscription_is_recorded_shown_and_retried_while_the_ru
     [event] = events(bad.id, "subscription.billing_failed")
     assert event.data == {"period_index": 0, "error": "RuntimeError: tax service unreachable"}
     assert periods_of(bad.id) == [], "nothing half-written"
+    page = staff_client.get(f"/staff/subscriptions/{bad.id}").get_data(as_text=True)
+    assert "<strong>Billing failed" in page and "RuntimeError: tax service unreachable" in page
     fresh()
     run = db.session.scalars(select(BillingRun)).one()
     assert (run.status, run.processed, run.invoices, run.errors) == ("done", 3, 2, 1)
@@ -253,6 +258,8 @@ def test_an_error_on_one_subscription_is_recorded_shown_and_retried_while_the_ru
     assert service_periods(bad.id) == [month(1, 2)]
     healed = sub_row(bad.id)
     assert healed.last_error is None and healed.last_error_at is None
+    page = staff_client.get(f"/staff/subscriptions/{bad.id}").get_data(as_text=True)
+    assert "<strong>Billing failed" not in page, "the notice goes; the timeline keeps the failures"
     assert [len(invoices_of(s.id)) for s in (good, bad, other)] == [1, 1, 1]
     assert_gapless()
 
