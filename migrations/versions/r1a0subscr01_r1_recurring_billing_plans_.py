@@ -76,6 +76,7 @@ def upgrade():
         batch_op.create_index('ix_subscription_client', ['client_id', 'status'], unique=False)
         batch_op.create_index('ix_subscription_due', ['next_invoice_on', 'status'], unique=False)
         batch_op.create_index('ix_subscription_ends', ['ends_on', 'status'], unique=False)
+        batch_op.create_index('ix_subscription_status', ['status'], unique=False)
 
     op.create_table('plan',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -228,6 +229,7 @@ def downgrade():
     op.drop_table('client_cycle')
     op.drop_table('plan')
     with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.drop_index('ix_subscription_status')
         batch_op.drop_index('ix_subscription_ends')
         batch_op.drop_index('ix_subscription_due')
         batch_op.drop_index('ix_subscription_client')

@@ -101,6 +101,8 @@ class Subscription(db.Model):
         Index("ix_subscription_client", "client_id", "status"),
         # The tick's end-of-term step.
         Index("ix_subscription_ends", "ends_on", "status"),
+        # The run's other query: held (past due, incomplete) subscriptions whose invoice is settled.
+        Index("ix_subscription_status", "status"),
     )
 
 
