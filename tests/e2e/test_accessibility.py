@@ -6,8 +6,6 @@ axe-core is vendored, pinned, under tests/support/vendor/ (see its README); the 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import Page
 
@@ -15,11 +13,10 @@ from portal.extensions import db
 from portal.services import credit_notes, invoices, payment_methods
 from portal.services.events import Actor
 from tests.support import make
+from tests.support.axe import violations
 
 pytestmark = pytest.mark.browser
 
-AXE = Path(__file__).resolve().parents[1] / "support" / "vendor" / "axe-core-4.14.1" / "axe.min.js"
-BLOCKING = ("serious", "critical")
 STAFF = Actor("staff", None, "staff@portal.example")
 
 
@@ -60,34 +57,6 @@ def sign_in(page: Page, area: str, email: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"**/{area}/**")
-
-
-def violations(page: Page, path: str) -> list[str]:
-    """axe's serious and critical violations on ``path``, one readable line per node."""
-    response = page.goto(path)
-    assert response is not None and response.ok, f"{path} answered {response and response.status}"
-    page.wait_for_load_state("load")
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
-    found = []
-    for rule in result["violations"]:
-        if rule["impact"] not in BLOCKING:
-            continue
-        for node in rule["nodes"]:
-            found.append(f"{path}: {rule['id']} ({rule['impact']}) at {' '.join(map(str, node['target']))}: "
-                         f"{rule['help']}\n    {node.get('failureSummary', '').replace(chr(10), ' ')}")
-    return found
-
-
-@pytest.fixture
-def axe_page(browser, live_server):
-    """A page whose context lets the test inject axe past the app's Content-Security-Policy (which
-    allows no inline script); the pages themselves are served as usual."""
-    context = browser.new_context(base_url=live_server, bypass_csp=True)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
 
 
 @pytest.mark.parametrize("width", [1280, 375])
