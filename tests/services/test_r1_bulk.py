@@ -72,6 +72,17 @@ def test_bulk_and_one_by_one_write_the_same_invoice(app, make):
     a, b = _invoice_of(fast.id), _invoice_of(slow.id)
     assert a.sequence_number + 1 == b.sequence_number  # gapless across the two paths
     assert _shape(a) == _shape(b)
+    from portal.models import Delivery
+
+    for invoice in (a, b):  # the number, never a stand-in, in every part of the email
+        [mail] = _db().session.scalars(select(Delivery).where(Delivery.subject_id == invoice.id)).all()
+        parts = (mail.subject, mail.payload["subject"], mail.payload["text"], mail.payload["html"])
+        assert invoice.number in mail.payload["text"] and invoice.number in mail.payload["html"]
+        assert not any(bulk._STAND_IN in text for text in parts)
+        assert mail.payload["attachments"] == [{"type": "invoice_pdf", "invoice_id": invoice.id}]
+        assert mail.subject.replace(invoice.number, "N") == _db().session.scalars(select(Delivery.subject).where(
+            Delivery.subject_id == (b.id if invoice is a else a.id))).one().replace(
+            (b if invoice is a else a).number, "N")
     assert a.total == 2 * 12000 + 5520 + 1499  # VAT 23 % of 240.00; 9.99 × 1.5 = 14.985 → 14.99 (half up)
     db = _db()
     from portal.models import Subscription
@@ -111,3 +122,23 @@ def test_bulk_leaves_what_is_not_plain_to_the_one_by_one_path(app, make):
     assert totals["invoices"] == 3 + 1 + 1 + 1
     assert _invoice_of(waiting.id).lines[-1].unit_price == 500
     assert any(ln.description.startswith("Setup") for ln in _invoice_of(fee.id).lines)
+
+
+def test_a_staff_edited_invoice_email_is_rendered_with_the_number(app, make):
+    from portal.models import Delivery
+    from portal.services import email_templates
+    from portal.services.subscriptions import bulk
+    from tests.support.make import STAFF
+
+    make.business(currency="EUR")
+    email_templates.save("invoice_issued", "Bill {{ invoice_number|lower }} is ready",
+                         "Hello {{ customer_name }}, {{ invoice_number|title }}: {{ pay_now_url }}", STAFF)
+    desk = make.plan("Hot desk", "120.00")
+    with clock.frozen(datetime(2027, 2, 1, 9, tzinfo=timezone.utc)):
+        sub = make.subscription(make.client("Acme Ltd", currency="EUR"), desk, start=date(2027, 3, 1))
+    with clock.frozen(RUN_AT):
+        assert bulk.bill_plain([sub.id], RUN_AT, None) == (1, [])
+    invoice = _invoice_of(sub.id)
+    [mail] = _db().session.scalars(select(Delivery).where(Delivery.subject_id == invoice.id)).all()
+    assert mail.subject == f"Bill {invoice.number.lower()} is ready"
+    assert invoice.number.title() in mail.payload["text"]

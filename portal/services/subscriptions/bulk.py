@@ -21,6 +21,7 @@ import logging
 import secrets
 from datetime import datetime, timedelta
 
+from markupsafe import escape
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import selectinload
 
@@ -61,6 +62,31 @@ from portal.services.subscriptions.schedule import (
 )
 
 log = logging.getLogger(__name__)
+# Stands for the invoice number in an email rendered before the number is taken: digits only, so
+# neither HTML escaping nor the default template changes it; replaced once the number is known.
+_STAND_IN = "7305194826" + "".join(secrets.choice("0123456789") for _ in range(14))
+
+
+def _email(business, contact, transient: Invoice, pay_url: str, raw: str, render_one) -> dict:
+    """The delivery row of one billing contact's invoice email (``invoice_id`` set later)."""
+    subject, body = render_one(email_variables(transient, contact.name, pay_url))
+    return email_fields(contact.email, "templated",
+                        {"business": business, "subject": subject, "body": body, "link": pay_url,
+                         "label": "Pay invoice"},
+                        "invoice", None, redact=[raw], attachments=[{"type": "invoice_pdf", "invoice_id": None}])
+
+
+def _numbered(mail: dict, stand_in: str | None, number: str, invoice_id: int, event_id: int) -> dict:
+    """``mail`` with its invoice's id, its event, and the number in place of the stand-in."""
+    row = dict(mail, subject_id=invoice_id, event_id=event_id)
+    payload = dict(mail["payload"], attachments=[{"type": "invoice_pdf", "invoice_id": invoice_id}])
+    if stand_in is not None:
+        row["subject"] = mail["subject"].replace(stand_in, number)
+        payload["subject"] = payload["subject"].replace(stand_in, number)
+        payload["text"] = payload["text"].replace(stand_in, number)
+        payload["html"] = payload["html"].replace(stand_in, str(escape(number)))
+    row["payload"] = payload
+    return row
 
 
 def _exclusions(subs: list[Subscription]) -> set[int]:
@@ -127,14 +153,17 @@ def _bill(ids: list[int], at: datetime, run_id: int | None, business) -> tuple[i
         return 0, ids
     now = clock.now()
     today = clock.today(business.timezone)
-    numbers = numbering.take_many("invoice", len(plain))
     bill_from = snapshot_business(business)
+    subject_source, body_source, customised = email_templates.current("invoice_issued")
     render_one = email_templates.renderer("invoice_issued")
+    # The gapless numbers lock the business row until the commit: everything that does not need a
+    # number (totals, rows, and the emails, rendered with a stand-in number when the template is
+    # ours) is made before they are taken, so other workers wait only for the inserts.
+    stand_in = None if customised else _STAND_IN
 
-    # The invoices -----------------------------------------------------------------------------
+    # Before the numbers ---------------------------------------------------------------------------
     built = []
-    invoice_rows = []
-    for sub, (seq, number) in zip(plain, numbers):
+    for sub in plain:
         client = sub.client
         n = sub.next_period
         p = period(sub, n)
@@ -142,10 +171,9 @@ def _bill(ids: list[int], at: datetime, run_id: int | None, business) -> tuple[i
         totals = compute([spec.rule() for spec in specs])
         terms = invoices.defaults(client, business)
         contacts = client.billing_contacts
-        built.append((sub, n, p, specs, totals, contacts))
-        invoice_rows.append({
-            "client_id": client.id, "status": states.transition(states.DRAFT, "finalize"), "number": number,
-            "sequence_number": seq, "currency": sub.currency, "issue_date": today,
+        row = {
+            "client_id": client.id, "status": states.transition(states.DRAFT, "finalize"), "number": None,
+            "sequence_number": None, "currency": sub.currency, "issue_date": today,
             "due_date": today + timedelta(days=terms["payment_terms_days"] or 0),
             "payment_terms_days": terms["payment_terms_days"], "memo": terms["memo"], "footer": terms["footer"],
             "subtotal": totals.subtotal, "discount_total": totals.discounts, "tax_total": totals.taxes,
@@ -155,29 +183,42 @@ def _bill(ids: list[int], at: datetime, run_id: int | None, business) -> tuple[i
                                "amount": t.amount} for t in totals.tax_breakdown],
             "bill_to": snapshot_client(client), "bill_from": bill_from, "subscription_id": sub.id,
             "created_at": now, "updated_at": now, "finalized_at": now, "sent_at": now if contacts else None,
-        })
+        }
+        transient = Invoice(currency=row["currency"], amount_due=row["amount_due"], due_date=row["due_date"])
+        for spec, result in zip(specs, totals.lines):
+            transient.lines.append(InvoiceLine(description=spec.description, net=result.net))
+        raw = pay_url = None
+        mails = []
+        if contacts:
+            raw = secrets.token_urlsafe(32)
+            pay_url = external_url("pay.invoice", token=raw)
+            if stand_in is not None:
+                transient.number = stand_in
+                mails = [_email(business, contact, transient, pay_url, raw, render_one) for contact in contacts]
+        built.append((sub, n, p, specs, totals, contacts, row, transient, raw, pay_url, mails))
+
+    # The numbers, then the rows ---------------------------------------------------------------------
+    numbers = numbering.take_many("invoice", len(plain))
+    for (seq, number), item in zip(numbers, built):
+        item[6]["sequence_number"], item[6]["number"] = seq, number
     invoice_ids = list(db.session.execute(
         insert(Invoice.__table__).returning(Invoice.__table__.c.id, sort_by_parameter_order=True),
-        invoice_rows).scalars())
+        [item[6] for item in built]).scalars())
 
-    # Lines, periods, links, events ------------------------------------------------------------------
-    line_rows, period_rows, token_rows, event_rows, mails = [], [], [], [], []
-    for invoice_id, row, (sub, n, p, specs, totals, contacts) in zip(invoice_ids, invoice_rows, built):
-        transient = Invoice(number=row["number"], currency=row["currency"], amount_due=row["amount_due"],
-                            due_date=row["due_date"])
+    line_rows, period_rows, token_rows, event_rows, sent = [], [], [], [], []
+    for invoice_id, (sub, n, p, specs, totals, contacts, row, transient, raw, pay_url, mails) in zip(invoice_ids,
+                                                                                                    built):
         for position, (spec, result) in enumerate(zip(specs, totals.lines)):
-            line = {"invoice_id": invoice_id, "position": position, "description": spec.description,
-                    "quantity": spec.quantity, "unit_price": spec.unit_price, "service_id": spec.service_id,
-                    "charge_id": None, "period_start": spec.period.start if spec.period else None,
-                    "period_end": spec.period.last_day if spec.period else None,
-                    **invoices.tax_columns(spec.tax_rate), "discount_kind": None, "discount_percent": None,
-                    "discount_fixed": None, "gross": result.gross, "discount_amount": result.discount,
-                    "net": result.net, "tax_amount": result.tax, "total": result.total}
-            line_rows.append(line)
-            transient.lines.append(InvoiceLine(description=spec.description, net=result.net))
-        due_on = invoice_date(sub, n)
+            line_rows.append({
+                "invoice_id": invoice_id, "position": position, "description": spec.description,
+                "quantity": spec.quantity, "unit_price": spec.unit_price, "service_id": spec.service_id,
+                "charge_id": None, "period_start": spec.period.start if spec.period else None,
+                "period_end": spec.period.last_day if spec.period else None,
+                **invoices.tax_columns(spec.tax_rate), "discount_kind": None, "discount_percent": None,
+                "discount_fixed": None, "gross": result.gross, "discount_amount": result.discount,
+                "net": result.net, "tax_amount": result.tax, "total": result.total})
         period_rows.append({"subscription_id": sub.id, "period_index": n, "period_start": p.start,
-                            "period_end": p.end, "invoice_on": due_on, "invoice_id": invoice_id,
+                            "period_end": p.end, "invoice_on": invoice_date(sub, n), "invoice_id": invoice_id,
                             "billing_run_id": run_id, "caught_up": False, "created_at": now})
         event_rows.append(event_fields("invoice.created", "invoice", invoice_id, RUNNER,
                                        data={"client_id": sub.client_id, "subscription_id": sub.id,
@@ -187,12 +228,13 @@ def _bill(ids: list[int], at: datetime, run_id: int | None, business) -> tuple[i
                                        after={"status": row["status"], "number": row["number"],
                                               "total": row["total"], "currency": row["currency"]}))
         if contacts:
-            raw = secrets.token_urlsafe(32)
             token_rows.append({"invoice_id": invoice_id, "token_hash": token_hash(raw), "created_at": now})
-            pay_url = external_url("pay.invoice", token=raw)
             event_rows.append(event_fields("invoice.sent", "invoice", invoice_id, RUNNER,
                                            data={"to": [c.email for c in contacts]}))
-            mails.append((len(event_rows) - 1, invoice_id, transient, contacts, raw, pay_url))
+            transient.number = row["number"]
+            if not mails:  # a staff-edited template: rendered now, with the number
+                mails = [_email(business, contact, transient, pay_url, raw, render_one) for contact in contacts]
+            sent.append((len(event_rows) - 1, invoice_id, row["number"], mails))
         event_rows.append(event_fields("subscription.invoiced", "subscription", sub.id, RUNNER, data={
             "period_index": n, "period": p.label(), "invoice_id": invoice_id, "number": row["number"],
             "total": row["total"], "currency": row["currency"], "late": False, "draft": False,
@@ -212,14 +254,9 @@ def _bill(ids: list[int], at: datetime, run_id: int | None, business) -> tuple[i
 
     # One delivery per billing contact, as invoices.send queues them ------------------------------------
     delivery_rows = []
-    for event_index, invoice_id, transient, contacts, raw, pay_url in mails:
-        for contact in contacts:
-            subject, body = render_one(email_variables(transient, contact.name, pay_url))
-            delivery_rows.append(email_fields(
-                contact.email, "templated",
-                {"business": business, "subject": subject, "body": body, "link": pay_url, "label": "Pay invoice"},
-                "invoice", invoice_id, redact=[raw], attachments=[{"type": "invoice_pdf", "invoice_id": invoice_id}],
-                event_id=event_ids[event_index]))
+    for event_index, invoice_id, number, mails in sent:
+        for mail in mails:
+            delivery_rows.append(_numbered(mail, stand_in, number, invoice_id, event_ids[event_index]))
     if delivery_rows:
         delivery_ids = list(db.session.execute(
             insert(Delivery.__table__).returning(Delivery.__table__.c.id, sort_by_parameter_order=True),
