@@ -51,7 +51,7 @@ from portal.models import (
 )
 from portal.services import payment_methods, subscriptions
 from portal.services.errors import ServiceError
-from portal.services.subscriptions import runs
+from portal.services.subscriptions import manage, runs
 from tests.support.apps import empty_tables
 from tests.support.make import STAFF
 from tests.support.profiles import examples
@@ -100,6 +100,7 @@ class Sub:
     charges: list[tuple[int, bool]] = field(default_factory=list)
     cancel_end: date | None = None
     cancel_flag: bool = False
+    paused_on: date | None = None
     held: int | None = None
     billed: dict[int, Billed] = field(default_factory=dict)
 
@@ -266,6 +267,7 @@ class Billing(RuleBasedStateMachine):
         sub = self.sub_at(i)
         if self.expect(sub.status == "active", lambda: subscriptions.pause(sub.id, STAFF)):
             sub.status = "paused"
+            sub.paused_on = self.today
 
     @precondition(lambda self: self.subs)
     @rule(i=st.integers(0, 2))
@@ -273,10 +275,13 @@ class Billing(RuleBasedStateMachine):
         sub = self.sub_at(i)
         if not self.expect(sub.status == "paused", lambda: subscriptions.resume(sub.id, STAFF)):
             return
-        first = cycles.index_on(sub.anchor, sub.unit, sub.interval, self.today)
-        if sub.period(first).start < self.today:
-            first += 1
-        sub.next = max(sub.next, first)
+        def first_starting(day):
+            n = cycles.index_on(sub.anchor, sub.unit, sub.interval, day)
+            return n + 1 if sub.period(n).start < day else n
+
+        # Periods that started while paused are skipped once every earlier period is billed.
+        if sub.next >= first_starting(sub.paused_on):
+            sub.next = max(sub.next, first_starting(self.today))
         sub.status = "active"
         if sub.term_over(self.today):
             sub.finish()
@@ -291,13 +296,15 @@ class Billing(RuleBasedStateMachine):
 
     def cancel_now(self, sub: Sub, credit: bool) -> None:
         current = sub.current(self.today)
+        db.session.expire_all()
+        in_force = manage.in_force_total(db.session.get(Subscription, sub.id).items)
         if not self.expect(sub.live, lambda: subscriptions.cancel(sub.id, "now", STAFF, credit_unused=credit)):
             return
         sub.status, sub.pending, sub.charges = "cancelled", None, []
         if credit and current is not None:
             invoice = self.invoice_of(sub.id, current.start)
             recurring = sum(int(ln.total) for ln in invoice.lines if ln.period_start is not None)
-            amount = cycles.prorate(recurring, cycles.share_left(current, self.today))
+            amount = cycles.prorate(min(recurring, in_force), cycles.share_left(current, self.today))
             if amount > 0:
                 self.notes[invoice.id] = amount
 

@@ -27,16 +27,18 @@ from portal.billing.money import MoneyError, parse_decimal
 from portal.extensions import db
 from portal.models import (
     Client,
+    Event,
     Invoice,
     Plan,
     Subscription,
     SubscriptionCharge,
     SubscriptionItem,
 )
-from portal.services import credit_notes, credits, locks
+from portal.services import credit_notes, credits, locks, payments
 from portal.services.business import get_business
 from portal.services.errors import NotFound, ServiceError
 from portal.services.events import Actor, commit, record_event, rollback
+from portal.services.invoices.lifecycle import void_locked
 from portal.services.subscriptions import billing
 from portal.services.subscriptions.schedule import invoice_date, next_invoice_on, period
 from portal.services.typed import row_id, whole_number
@@ -44,6 +46,7 @@ from portal.services.typed import row_id, whole_number
 MAX_ITEMS = 20
 MAX_QUANTITY = Decimal(10_000)
 MAX_CYCLES = 1000
+MAX_BACKLOG_DAYS = 366  # a start date at most this far back (its periods are all billed at once)
 AUTOPAY_CHOICES = ("", "on", "off")
 TIMINGS = ("", "on_issue", "on_due_date", "days_before_due")
 LIVE = ("trialing", "active", "past_due", "paused", "incomplete")
@@ -215,7 +218,10 @@ def create_subscription(client: Client, values: dict, actor: Actor, *, self_chec
         except ValueError:
             errors["start_date"] = "Use a date like 2027-06-01."
     backlog = _text(values, "backlog")
-    if start < today and "start_date" not in errors:
+    if start < today - timedelta(days=MAX_BACKLOG_DAYS) and "start_date" not in errors:
+        errors["start_date"] = ("Start within the last year: for older periods, make their invoices by hand "
+                                "and start the subscription today.")
+    elif start < today and "start_date" not in errors:
         if backlog == "now":
             start = today
         elif backlog != "bill":
@@ -267,6 +273,10 @@ def invoice_first_period(subscription_id: int, actor: Actor) -> Invoice | None:
         rollback()
         raise ServiceError(f"This subscription is {sub.status.replace('_', ' ')}.")
     today = _today()
+    if sub.trial_end is not None and today < sub.trial_end:
+        rollback()
+        raise ServiceError(f"The trial runs until {sub.trial_end.isoformat()}: the first invoice can be made "
+                           "from that day.")
     first = period(sub, 0)
     sub.invoice_anchor = min(today, first.last_day)  # made late: the periods since are caught up
     sub.next_invoice_on = invoice_date(sub, 0)
@@ -399,9 +409,16 @@ def pause(subscription_id: int, actor: Actor) -> Subscription:
     return sub
 
 
+def _first_starting(sub: Subscription, day: date) -> int:
+    """The first period that starts on or after ``day``."""
+    n = cycles.index_on(sub.anchor, sub.unit, sub.interval, day)
+    return n + 1 if period(sub, n).start < day else n
+
+
 def resume(subscription_id: int, actor: Actor) -> Subscription:
     """Billing resumes with the first period that starts on or after today; the periods that began
-    while paused are not billed (the timeline says how many). A subscription whose term is over by
+    while paused are not billed (the timeline says how many), unless a period that began before the
+    pause is still unbilled (then billing resumes where it stopped). A subscription whose term is over by
     then (its last cycle skipped, or its end passed) ends."""
     sub = locks.subscription(subscription_id)
     if sub.status != "paused":
@@ -409,10 +426,13 @@ def resume(subscription_id: int, actor: Actor) -> Subscription:
         raise ServiceError("This subscription is not paused.")
     today = _today()
     skipped = 0
-    first_next = cycles.index_on(sub.anchor, sub.unit, sub.interval, today)
-    if period(sub, first_next).start < today:
-        first_next += 1
-    if first_next > sub.next_period:
+    paused_on = cycles.local_date(sub.paused_at, get_business().timezone) if sub.paused_at else today
+    first_next = _first_starting(sub, today)
+    # Only periods that started while paused are skipped, and only once every period that started
+    # before the pause is billed (a period under way at the pause, still waiting for its invoice day,
+    # is billed; so is everything after it). Nothing is skipped before the first invoice is made.
+    if sub.invoice_anchor is not None and sub.next_period >= _first_starting(sub, paused_on) \
+            and first_next > sub.next_period:
         skipped = first_next - sub.next_period
         sub.next_period = first_next
     trialing = sub.trial_end is not None and today < sub.trial_end
@@ -447,19 +467,24 @@ def cancel(subscription_id: int, when: str, actor: Actor, credit_unused: bool = 
         under_way = cycles.index_on(sub.anchor, sub.unit, sub.interval, today)
         if under_way >= 0:
             end = max(end, period(sub, under_way).end)
+        previous_end = sub.ends_on
         sub.cancel_at_period_end = True
         sub.ends_on = end if sub.ends_on is None else min(sub.ends_on, end)
         sub.pending_items = None
         record_event("subscription.cancel_scheduled", "subscription", sub.id, actor,
-                     data={"ends_on": sub.ends_on.isoformat()})
+                     data={"ends_on": sub.ends_on.isoformat(),
+                           "previous_ends_on": previous_end.isoformat() if previous_end else None})
         if billing.term_over(sub, today):
             billing.finish(sub, today)
         else:
             sub.next_invoice_on = next_invoice_on(sub, sub.next_period)
         commit()
         return sub
+    if sub.status == "incomplete" and sub.held_invoice_id:
+        _void_unpaid_first_invoice(sub, actor)  # a checkout that never started owes nothing
     p = current_period(sub, today)
     invoice_id = _period_invoice_id(sub, p) if credit_unused and p is not None else None
+    in_force = in_force_total(sub.items)  # after a downgrade "now", less than the invoice's lines
     sub.status = "cancelled"
     sub.cancelled_at = clock.now()
     sub.next_invoice_on = None
@@ -469,8 +494,32 @@ def cancel(subscription_id: int, when: str, actor: Actor, credit_unused: bool = 
                  before={"status": before}, after={"status": "cancelled"}, data={"when": "now"})
     commit()
     if invoice_id is not None:
-        _credit_unused(invoice_id, cycles.share_left(p, today), actor)
+        _credit_unused(invoice_id, cycles.share_left(p, today), in_force, actor)
     return sub
+
+
+def _void_unpaid_first_invoice(sub: Subscription, actor: Actor) -> None:
+    """Cancelling a self-checkout still waiting for its first payment voids that invoice, in the
+    cancel's transaction (the subscription's lock is held; the invoice's is taken after it). Refused
+    while money for it is on its way or part of it is paid."""
+    invoice = locks.invoice(sub.held_invoice_id)
+    if invoice.status not in states.PAYABLE:
+        return
+    if payments.money_on_its_way(invoice) or invoice.amount_paid or invoice.credit_applied:
+        rollback()
+        raise ServiceError("A payment for this subscription's first invoice is on its way or made: "
+                           "settle that invoice first.")
+    void_locked(invoice, actor, "Subscription cancelled before its first payment.")
+
+
+def in_force_total(items) -> int:
+    """What the items in force cost for a whole period, tax included (as their invoice lines)."""
+    lines = []
+    for item in items:
+        rate = item.tax_rate
+        tax = TaxRule(rate.name, Decimal(rate.percent), rate.inclusive) if rate is not None else None
+        lines.append(Line(Decimal(item.quantity), int(item.unit_price), None, tax))
+    return compute(lines).total if lines else 0
 
 
 def keep(subscription_id: int, actor: Actor) -> Subscription:
@@ -479,10 +528,15 @@ def keep(subscription_id: int, actor: Actor) -> Subscription:
     if not sub.cancel_at_period_end or sub.status not in LIVE:
         rollback()
         raise ServiceError("This subscription is not set to cancel.")
+    scheduled = db.session.scalar(select(Event).where(
+        Event.subject_type == "subscription", Event.subject_id == sub.id,
+        Event.type == "subscription.cancel_scheduled").order_by(Event.id.desc()).limit(1))
+    previous = (scheduled.data or {}).get("previous_ends_on") if scheduled is not None else None
     sub.cancel_at_period_end = False
-    sub.ends_on = None
+    sub.ends_on = date.fromisoformat(previous) if previous else None  # a fixed end date stays
     sub.next_invoice_on = next_invoice_on(sub, sub.next_period)
-    record_event("subscription.cancel_undone", "subscription", sub.id, actor)
+    record_event("subscription.cancel_undone", "subscription", sub.id, actor,
+                 data={"ends_on": sub.ends_on.isoformat() if sub.ends_on else None})
     commit()
     return sub
 
@@ -494,16 +548,17 @@ def _period_invoice_id(sub: Subscription, p: cycles.Period) -> int | None:
         SubscriptionPeriod.subscription_id == sub.id, SubscriptionPeriod.period_start == p.start))
 
 
-def _credit_unused(invoice_id: int, share, actor: Actor) -> None:
-    """A credit note for the unused share of the period's recurring lines: against what is still due,
-    then to the client's balance for what was paid."""
+def _credit_unused(invoice_id: int, share, in_force: int, actor: Actor) -> None:
+    """A credit note for the unused share of the period: of the items in force now (a downgrade
+    "now" already credited the rest), at most the invoice's recurring lines; against what is still
+    due, then to the client's balance for what was paid."""
     from portal.billing.money import to_major
 
     invoice = db.session.get(Invoice, invoice_id)
     if invoice is None or invoice.status not in (states.OPEN, states.OVERDUE, states.PAID):
         return
     recurring = sum(int(line.total) for line in invoice.lines if line.period_start is not None)
-    amount = cycles.prorate(recurring, share)
+    amount = cycles.prorate(min(recurring, in_force), share)
     if amount <= 0:
         return
     to_due = min(amount, max(invoice.amount_due, 0))
