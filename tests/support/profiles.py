@@ -13,6 +13,9 @@ HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.register_profile("ci", max_examples=100)  # Hypothesis's own default, for a test naming no count
 settings.register_profile("long", max_examples=10_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# A tenth of "long", for a run that must end within a session (HYPOTHESIS_PROFILE=medium).
+settings.register_profile("medium", max_examples=1_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(HYPOTHESIS_PROFILE)
 
 
