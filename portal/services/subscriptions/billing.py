@@ -11,7 +11,9 @@ included, so numbers stay gapless and the next run bills it again.
 Failure (seed 004): when a cycle invoice's automatic charge fails, the invoice stays open, the
 subscription becomes ``past_due`` and holds (``held_invoice_id``): no later period is billed until
 that invoice is paid or staff settle it (void, mark paid, write off). Then the subscription is active
-again and the held periods are billed at once, in order (as a catch-up). Without autopay, periods
+again and the held periods are billed at once, in order (as a catch-up). A self-checkout held
+``incomplete`` on its first invoice starts only when that invoice is paid: voided or written off
+unpaid, the subscription is cancelled (``release_hold``), never started with autopay on. Without autopay, periods
 repeat whatever the last invoice's status ("invoices repeat if the status is Open or Paid").
 
 An autopay charge due on the day of issue is made here, before the next period is considered, so a
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 RUNNER = Actor("system", None, "billing run")
 ACTIVE = ("trialing", "active")
 HELD = ("past_due", "incomplete")
+# A held invoice still being collected (an uncollectible one is written off: settled by staff).
+STILL_DUE = (states.OPEN, states.OVERDUE)
+# A first invoice settled without being paid.
+NOT_PAID = (states.VOID, states.UNCOLLECTIBLE)
 # A backlog larger than this is billed over several runs (a daily plan down for years).
 MAX_PERIODS_PER_CALL = 400
 
@@ -81,7 +87,10 @@ def bill_subscription(subscription_id: int, at: datetime | None = None, run_id: 
     while outcome.invoices < MAX_PERIODS_PER_CALL:
         sub = locks.subscription(subscription_id)
         if sub.status in HELD and not release_hold(sub):
-            rollback()
+            if sub.status == "cancelled":  # a checkout whose first invoice was voided unpaid
+                commit()
+            else:
+                rollback()
             break
         if sub.status in ACTIVE and held_by_failure(sub):
             commit()
@@ -261,10 +270,16 @@ def mark_past_due(sub: Subscription, invoice: Invoice) -> None:
 
 
 def release_hold(sub: Subscription) -> bool:
-    """A past-due (or incomplete self-checkout) subscription whose held invoice is settled is active
-    again. Returns whether it is billable now. Caller holds the lock and commits."""
+    """A held subscription whose held invoice is settled. Past due: paid, or settled by staff (voided,
+    written off) → active again. Incomplete (a self-checkout waiting for its first payment): paid →
+    active; voided or written off without being paid → the subscription never started and is
+    cancelled (False: nothing is billed, and its card is never charged). Returns whether it is billable
+    now. Caller holds the lock and commits (a cancellation too)."""
     held = db.session.get(Invoice, sub.held_invoice_id) if sub.held_invoice_id else None
-    if held is not None and held.status in states.PAYABLE and held.amount_due > 0:
+    if sub.status == "incomplete" and held is not None and held.status in NOT_PAID:
+        cancel_unstarted(sub, held)
+        return False
+    if held is not None and held.status in STILL_DUE and held.amount_due > 0:
         return False
     before = sub.status
     sub.status = "active"
@@ -273,6 +288,20 @@ def release_hold(sub: Subscription) -> bool:
                  before={"status": before}, after={"status": "active"},
                  data={"invoice_id": held.id if held else None, "invoice_status": held.status if held else None})
     return True
+
+
+def cancel_unstarted(sub: Subscription, held: Invoice) -> None:
+    """A self-checkout whose first invoice was voided or written off unpaid: cancelled."""
+    before = sub.status
+    sub.status = "cancelled"
+    sub.cancelled_at = clock.now()
+    sub.next_invoice_on = None
+    sub.pending_items = None
+    sub.ends_on = today_at(clock.now())
+    record_event("subscription.cancelled", "subscription", sub.id, RUNNER,
+                 before={"status": before}, after={"status": "cancelled"},
+                 data={"when": "now", "reason": "first invoice not paid", "invoice_id": held.id,
+                       "invoice_status": held.status})
 
 
 def _charge_if_due(invoice: Invoice, at: datetime, today: date) -> None:

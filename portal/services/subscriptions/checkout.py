@@ -17,7 +17,8 @@ reload makes one subscription and one invoice. Otherwise:
    ``incomplete``, held on that invoice (``held_invoice_id``). Paying it through the payment form
    saves the card as the client's default (``payments.saves_method``), and the subscription becomes
    active: at once when the payer comes back (``activate_if_paid``), else at the next billing run
-   (``billing.release_hold``). The next cycles are charged off-session by autopay.
+   (``billing.release_hold``). The next cycles are charged off-session by autopay. If staff void (or
+   write off) that invoice unpaid instead, the subscription is cancelled, never started.
 
 A plan with a trial has nothing to pay now: the subscription starts ``trialing`` at once with its
 autopay on. Its first invoice, after the trial, is charged to the client's default method if there is
@@ -206,7 +207,10 @@ def activate_if_paid(subscription_id: int) -> bool:
         rollback()
         return active
     if not billing.release_hold(sub):
-        rollback()
+        if sub.status == "cancelled":  # its first invoice was voided or written off unpaid
+            commit()
+        else:
+            rollback()
         return False
     commit()
     return True
@@ -259,18 +263,22 @@ def cancel_at_period_end(contact: Contact, subscription_id) -> Subscription:
 
 def drop_checkout(contact: Contact, subscription_id) -> Subscription:
     """The payer gives up a checkout before paying: its unpaid first invoice is voided and the
-    subscription cancelled. Refused once money is on its way."""
+    subscription cancelled, in one transaction (the subscription's lock first, then the invoice's).
+    Refused once money is on its way."""
     sub = own_subscription(contact, subscription_id)
-    invoice = waiting_invoice(sub)
-    if not sub.self_checkout or invoice is None:
-        raise ServiceError("Only a checkout still waiting for its first payment can be dropped.")
     actor = Actor.of(contact)
+    sub = locks.subscription(sub.id)
+    invoice = waiting_invoice(sub) if sub.self_checkout else None
+    if invoice is None:
+        rollback()
+        raise ServiceError("Only a checkout still waiting for its first payment can be dropped.")
     locked = locks.invoice(invoice.id)
-    if payments.money_on_its_way(locked) or locked.amount_paid or locked.credit_applied:
+    if payments.money_on_its_way(locked) or locked.amount_paid or locked.credit_applied \
+            or locked.status not in states.PAYABLE:
         rollback()
         raise ServiceError("A payment for this invoice is on its way or made: the checkout can't be dropped now.")
-    invoices.void(locked, actor, "Self-checkout dropped before the first payment.")  # same lock, commits
-    return manage.cancel(sub.id, "now", actor)
+    invoices.void_locked(locked, actor, "Self-checkout dropped before the first payment.")
+    return manage.cancel(sub.id, "now", actor)  # the void and the cancellation commit together
 
 
 # Checkouts left unpaid ------------------------------------------------------------------------------
@@ -292,8 +300,13 @@ def expire_checkouts(at: datetime) -> int:
 
 
 def expire_checkout(subscription_id: int) -> bool:
-    sub = db.session.get(Subscription, subscription_id)
-    invoice = waiting_invoice(sub) if sub is not None and sub.self_checkout else None
+    """Drop one unpaid checkout: void its first invoice and cancel it, in one transaction."""
+    try:
+        sub = locks.subscription(subscription_id)
+    except NotFound:
+        rollback()
+        return False
+    invoice = waiting_invoice(sub) if sub.self_checkout else None
     if invoice is None:
         rollback()
         return False
@@ -302,9 +315,8 @@ def expire_checkout(subscription_id: int) -> bool:
             or locked.status not in states.PAYABLE:
         rollback()
         return False
-    invoices.void(locked, EXPIRER, f"Self-checkout not paid within {CHECKOUT_EXPIRES.days} days.")  # commits
-    manage.cancel(subscription_id, "now", EXPIRER)
+    invoices.void_locked(locked, EXPIRER, f"Self-checkout not paid within {CHECKOUT_EXPIRES.days} days.")
     record_event("subscription.checkout_expired", "subscription", subscription_id, EXPIRER,
                  data={"invoice_id": invoice.id, "number": invoice.number})
-    commit()
+    manage.cancel(subscription_id, "now", EXPIRER)  # commits the void, the event and the cancellation
     return True

@@ -1,7 +1,7 @@
 """Billing runs: the tick's ``subscriptions`` step, ``flask portal bill``, and the "Billing runs" page.
 
 A run finds every subscription with a period to bill as of a moment (next invoice day ≤ today in the
-business's timezone, or a past-due one whose held invoice is settled), writes a ``billing_run`` row,
+business's timezone, or a held one whose held invoice is settled: paid, voided or written off), writes a ``billing_run`` row,
 and bills them in batches of ``BATCH_SIZE``: handed to RQ (``jobs.subscriptions.bill_batch``, job id
 derived from the batch's subscriptions and periods, so several workers share one run and a repeated
 hand-over is not queued twice), or in this process (``flask portal bill``). Each batch adds its
@@ -32,6 +32,7 @@ from portal.services.subscriptions import bulk, checkout
 from portal.services.subscriptions.billing import (
     ACTIVE,
     HELD,
+    STILL_DUE,
     bill_subscription,
     finish,
     held_by_failure,
@@ -48,10 +49,11 @@ RUNS_PAGE_SIZE = 25
 def due_ids(at: datetime, limit: int = MAX_PER_RUN) -> list[tuple[int, int]]:
     """(subscription id, next period) of every subscription with something to bill as of ``at``: an
     active one whose next invoice day has come, and a held one whose held invoice is settled (it is
-    active again at once, and bills what it held back, if anything is due)."""
+    active again at once, and bills what it held back, if anything is due; a checkout whose first
+    invoice was voided or written off unpaid is cancelled instead: ``billing.release_hold``)."""
     today = today_at(at)
     held = Invoice.__table__.alias("held")
-    settled = or_(held.c.id.is_(None), held.c.status.not_in(states.PAYABLE), held.c.amount_due <= 0)
+    settled = or_(held.c.id.is_(None), held.c.status.not_in(STILL_DUE), held.c.amount_due <= 0)
     due = (select(Subscription.id, Subscription.next_period)
            .where(Subscription.next_invoice_on <= today, Subscription.status.in_(ACTIVE))
            .order_by(Subscription.id).limit(limit))
