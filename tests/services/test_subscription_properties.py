@@ -147,6 +147,7 @@ def with_tax(amount: int, taxed: bool) -> int:
 class Billing(RuleBasedStateMachine):
     def __init__(self, make, redis_server):
         super().__init__()
+        HISTORIES[0] += 1
         self.make = make
         db.session.remove()
         empty_tables(db)
@@ -453,8 +454,12 @@ class Billing(RuleBasedStateMachine):
 
 # Every step touches the database, so shrinking a failure would take minutes: it is off, and a failure
 # is reported as generated (the steps are printed by Hypothesis).
+HISTORIES = [0]  # how many histories (state machines) ran: printed, so a long run can say its count
+
+
 @pytest.mark.money_property
 def test_subscriptions_bill_what_the_rules_say_over_random_histories(app, make, redis_server):
+    HISTORIES[0] = 0
     try:
         run_state_machine_as_test(
             lambda: Billing(make, redis_server),
@@ -463,3 +468,4 @@ def test_subscriptions_bill_what_the_rules_say_over_random_histories(app, make, 
                               phases=[Phase.explicit, Phase.reuse, Phase.generate]))
     finally:
         db.session.remove()
+        print(f"subscription histories run: {HISTORIES[0]} (asked for {examples(25)})")
