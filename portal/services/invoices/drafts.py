@@ -310,10 +310,17 @@ def _release_charge(charge_id: int) -> None:
         charge.invoice_id = None
 
 
+SUBSCRIPTION_DRAFT_KEPT = ("This draft is a subscription's invoice for its period: send it, or edit its lines; "
+                           "to bill nothing for the period, finalize it and void it.")
+
+
 def delete_draft(invoice: Invoice, actor: Actor) -> None:
-    """Delete a draft; charges it held return to open."""
+    """Delete a draft; charges it held return to open. A subscription's draft (a recurring cycle left
+    for review) is refused: its period is already counted as billed, so it would never be billed."""
     if invoice.status != states.DRAFT:
         raise ServiceError("Only drafts can be deleted. Void a sent invoice instead.")
+    if invoice.subscription_id is not None:  # its period is billed: deleting it would skip the period
+        raise ServiceError(SUBSCRIPTION_DRAFT_KEPT)
     for line in invoice.lines:
         if line.charge_id:
             _release_charge(line.charge_id)
