@@ -1,13 +1,16 @@
 """Billing runs: the tick's ``subscriptions`` step, ``flask portal bill``, and the "Billing runs" page.
 
 A run finds every subscription with a period to bill as of a moment (next invoice day ≤ today in the
-business's timezone, or a held one whose held invoice is settled: paid, voided or written off), writes a ``billing_run`` row,
-and bills them in batches of ``BATCH_SIZE``: handed to RQ (``jobs.subscriptions.bill_batch``, job id
-derived from the batch's subscriptions and periods, so several workers share one run and a repeated
-hand-over is not queued twice), or in this process (``flask portal bill``). Each batch adds its
-counts to the run's row with one UPDATE; the last one marks it done. A run that stops reporting for
-``STALE_AFTER`` (a killed worker) is marked interrupted, and the next tick starts a new run, which
-bills only what is still due: the periods are the record, not the run.
+business's timezone, or a held one whose held invoice is settled: paid, voided or written off),
+writes a ``billing_run`` row, and bills them in batches of ``BATCH_SIZE``: handed to RQ
+(``jobs.subscriptions.bill_batch``, job id derived from the run and the batch's subscriptions and
+periods, so several workers share one run, a repeated hand-over is not queued twice, and a job still
+waiting from an earlier run doesn't stand in for this run's), or in this process (``flask portal
+bill``). The run's ``total`` counts what was handed over; with nothing handed over (Redis down) the
+run is interrupted at once. Each batch adds its counts to the run's row with one UPDATE; the last one
+marks it done. A run that stops reporting for ``STALE_AFTER`` (a killed worker) is marked
+interrupted, and the next tick starts a new run, which bills only what is still due: the periods are
+the record, not the run.
 
 The step also ends subscriptions whose term is over, marks past due those whose cycle invoice's
 automatic charge failed (when the charge ran outside a run: the tick's autopay step), and drops
@@ -65,12 +68,14 @@ def due_ids(at: datetime, limit: int = MAX_PER_RUN) -> list[tuple[int, int]]:
     return sorted(rows.items())[:limit]
 
 
-def batch_job_id(batch: list[tuple[int, int]]) -> str:
-    """``bill-<first sub>_<period>-<last sub>_<period>-<n>-<digest>``: the same subscriptions at the
-    same periods make the same id (a second hand-over of that batch is not queued twice)."""
+def batch_job_id(run_id: int, batch: list[tuple[int, int]]) -> str:
+    """``bill-<run>-<first sub>_<period>-<last sub>_<period>-<n>-<digest>``: the same run's batch of
+    the same subscriptions at the same periods makes the same id (a second hand-over of that batch
+    is not queued twice). A job still waiting from an earlier run has another id, so this run's own
+    job is queued and reports to this run; both bill each period once (the period rows decide)."""
     digest = hashlib.sha1(",".join(f"{s}.{n}" for s, n in batch).encode()).hexdigest()[:12]
     (first, fn), (last, ln) = batch[0], batch[-1]
-    return f"bill-{first}_{fn}-{last}_{ln}-{len(batch)}-{digest}"
+    return f"bill-{run_id}-{first}_{fn}-{last}_{ln}-{len(batch)}-{digest}"
 
 
 def _interrupt_stale(now: datetime) -> None:
@@ -110,16 +115,39 @@ def batches(due: list, size: int = BATCH_SIZE) -> list[list[tuple[int, int]]]:
 
 
 def enqueue_run(at: datetime, trigger: str = "tick") -> int:
-    """Start a run and hand its batches to RQ. Returns how many subscriptions were handed over."""
+    """Start a run and hand its batches to RQ. Returns how many subscriptions were handed over. The
+    run's ``total`` is then what was handed over (a batch Redis refused is left to the next run); if
+    nothing was (Redis is down), the run is interrupted at once, so the next tick starts another."""
     run, due = start_run(at, trigger, only_if_idle=trigger == "tick")
     if run is None:
         return 0
+    run_id = run.id
     handed = 0
     for batch in batches(due):
-        if enqueue_job("portal.jobs.subscriptions.bill_batch", run.id, [s for s, _ in batch],
-                       clock.as_utc(at).isoformat(), job_id=batch_job_id(batch)):
+        if enqueue_job("portal.jobs.subscriptions.bill_batch", run_id, [s for s, _ in batch],
+                       clock.as_utc(at).isoformat(), job_id=batch_job_id(run_id, batch)):
             handed += len(batch)
+    settle_total(run_id, handed)
     return handed
+
+
+def settle_total(run_id: int, handed: int) -> None:
+    """The run counts what was handed over; done if its jobs already processed that much (a fast
+    worker), interrupted if nothing was handed over."""
+    now = clock.now()
+    if handed == 0:
+        db.session.execute(update(BillingRun).where(BillingRun.id == run_id, BillingRun.status == "running")
+                           .values(total=0, status="interrupted", finished_at=now)
+                           .execution_options(synchronize_session=False))
+    else:
+        db.session.execute(update(BillingRun).where(BillingRun.id == run_id).values(total=handed)
+                           .execution_options(synchronize_session=False))
+        db.session.execute(update(BillingRun).where(
+            BillingRun.id == run_id, BillingRun.status.in_(("running", "interrupted")),
+            BillingRun.processed >= BillingRun.total,
+        ).values(status="done", finished_at=now).execution_options(synchronize_session=False))
+    commit()
+    db.session.expire_all()
 
 
 def bill_batch(run_id: int | None, subscription_ids: list[int], at: datetime) -> dict:
