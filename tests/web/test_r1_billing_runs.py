@@ -142,3 +142,17 @@ def test_the_list_pages_and_reads_a_fixed_number_of_statements(staff_client, bus
     assert len(re.findall(r'<tr id="run-', older)) == 17
     for hostile in ("abc", "²", "99999999999999999999999", "-1"):
         assert staff_client.get(f"/staff/billing-runs?page={hostile}").status_code == 200
+
+
+def test_with_the_queue_down_the_page_says_so_instead_of_nothing_to_bill(staff_client, business, make, app,
+                                                                          monkeypatch):
+    desk = make.plan("Hot desk", "120.00")
+    make.subscription(make.client(name="Acme", currency="EUR"), desk)
+    monkeypatch.setitem(app.config, "REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens there
+    response = post_form(staff_client, "/staff/billing-runs")
+    assert response.status_code == 303
+    monkeypatch.undo()
+    page = text_of(staff_client.get("/staff/billing-runs"))
+    assert "could not reach the workers" in page and "Nothing to bill" not in page
+    [run] = runs()
+    assert run.status == "interrupted" and invoices() == 0

@@ -21,9 +21,14 @@ def billing_runs():
 def billing_run_start():
     form = ActionForm()
     form.validate_on_submit()  # CSRF is checked before the view (CSRFProtect): a missing token is a 400
-    handed = subscriptions.enqueue_run(clock.now(), "staff")
+    started = clock.now()
+    handed = subscriptions.enqueue_run(started, "staff")
+    latest = subscriptions.list_runs(1).items[:1]
     if handed:
         flash(f"Billing run started: {handed} subscription{'s' if handed != 1 else ''} to bill.", "success")
+    elif latest and latest[0].status == "interrupted" and latest[0].started_at >= started:
+        flash("The billing run could not reach the workers (the queue is down), so nothing was started. "
+              "The next automatic run tries again within a minute of the queue coming back.", "error")
     else:
         flash("Nothing to bill: no subscription has an invoice due today.", "info")
     return redirect(url_for("staff.billing_runs"), code=303)
